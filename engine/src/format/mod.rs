@@ -1,0 +1,53 @@
+//! On-media structures. Every one is little-endian, versioned and checksummed with crc32, and
+//! its byte layout is written beside its offset constants. Decoders take untrusted bytes:
+//! they bound every length and return a typed verdict, never panic.
+//!
+//! The data region of a pool (after the pmem-emul pool header) is laid out as:
+//!
+//! ```text
+//! 0                     superblock (one page, written once at format)
+//! stream_table_offset   stream slots, STREAM_SLOT_BYTES each
+//! segment_table_offset  segment table entries, SEGMENT_ENTRY_BYTES each (two A/B slots)
+//! segments_offset       segment_count segments of segment_size_bytes each
+//! ```
+
+pub mod record;
+pub mod segment;
+pub mod stream_slot;
+pub mod superblock;
+
+pub(crate) fn le_u16(bytes: &[u8], offset: usize) -> u16 {
+    u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+}
+
+pub(crate) fn le_u32(bytes: &[u8], offset: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[offset..offset + 4]);
+    u32::from_le_bytes(word)
+}
+
+pub(crate) fn le_u64(bytes: &[u8], offset: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[offset..offset + 8]);
+    u64::from_le_bytes(word)
+}
+
+pub(crate) fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
+    bytes[offset..offset + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
+    bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
+    bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}

@@ -1,0 +1,216 @@
+//! Record header: the 32 bytes in front of every payload in a segment.
+//!
+//! ```text
+//! 0   u32 header_crc   crc32(pool_nonce, segment_gen, bytes 4..32); its complement = void
+//! 4   u32 payload_crc  crc32(payload)
+//! 8   u64 stream_id    slot index (low 32 bits) | slot incarnation (high 32 bits)
+//! 16  u64 seq          dense per-stream sequence number
+//! 24  u32 payload_len  at most MAX_PAYLOAD_BYTES
+//! 28  u8  version      RECORD_VERSION
+//! 29  u8  kind         KIND_DATA
+//! 30  u16 reserved     zero
+//! 32  payload, then zero padding to the next 8-byte boundary
+//! ```
+//!
+//! Why payload bytes can never pass for a header: the crc is keyed with the pool's random
+//! nonce and the generation of the segment the record was written into, segments are zeroed
+//! before reuse, and the scanner only ever reads a header where the previous valid record
+//! ended. A crafted payload would need the exact crc of a future segment generation keyed
+//! with a nonce it never sees, and would still never be read at a header position.
+//!
+//! A record is *void* when `header_crc` holds the complement of the computed crc. Recovery
+//! voids records that were written but can never be acknowledged (they follow a gap in their
+//! stream) with one atomic 8-byte store, so the length stays readable and the scan goes on.
+
+use super::{crc32, le_u16, le_u32, le_u64, put_u32, put_u64};
+
+pub const RECORD_HEADER_BYTES: usize = 32;
+pub const RECORD_ALIGN_BYTES: usize = 8;
+/// The largest payload one record holds. Larger data is chunked by the caller.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+pub const RECORD_VERSION: u8 = 1;
+pub const KIND_DATA: u8 = 1;
+
+const HEADER_CRC_OFFSET: usize = 0;
+const PAYLOAD_CRC_OFFSET: usize = HEADER_CRC_OFFSET + 4;
+const STREAM_ID_OFFSET: usize = PAYLOAD_CRC_OFFSET + 4;
+const SEQ_OFFSET: usize = STREAM_ID_OFFSET + 8;
+const PAYLOAD_LEN_OFFSET: usize = SEQ_OFFSET + 8;
+const VERSION_OFFSET: usize = PAYLOAD_LEN_OFFSET + 4;
+const KIND_OFFSET: usize = VERSION_OFFSET + 1;
+const RESERVED_OFFSET: usize = KIND_OFFSET + 1;
+const CRC_COVERED_OFFSET: usize = PAYLOAD_CRC_OFFSET;
+
+const _: () = assert!(RESERVED_OFFSET + 2 == RECORD_HEADER_BYTES);
+const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
+
+/// The key that binds a record header to one pool and one segment generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrcKey {
+    pub pool_nonce: u64,
+    pub segment_gen: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub stream_id: u64,
+    pub seq: u64,
+    pub payload_len: u32,
+    pub payload_crc: u32,
+}
+
+/// What a scan finds at a header position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderCheck {
+    Live(RecordHeader),
+    Void(RecordHeader),
+    /// 32 zero bytes: nothing was ever written here (segments are zeroed before reuse).
+    Zero,
+    Invalid(InvalidHeader),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidHeader {
+    Version(u8),
+    Kind(u8),
+    Reserved,
+    PayloadTooLong(u32),
+    HeaderCrc,
+}
+
+/// Bytes a record with `payload_len` payload bytes takes in a segment.
+#[inline]
+pub const fn record_size_bytes(payload_len: usize) -> usize {
+    RECORD_HEADER_BYTES + payload_len.next_multiple_of(RECORD_ALIGN_BYTES)
+}
+
+fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
+    crc32(&[&key.pool_nonce.to_le_bytes(), &key.segment_gen.to_le_bytes(), covered])
+}
+
+/// Encodes a live header for `payload` (whose crc the caller computed once).
+pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
+    debug_assert!(header.payload_len as usize <= MAX_PAYLOAD_BYTES);
+    let mut bytes = [0u8; RECORD_HEADER_BYTES];
+    put_u32(&mut bytes, PAYLOAD_CRC_OFFSET, header.payload_crc);
+    put_u64(&mut bytes, STREAM_ID_OFFSET, header.stream_id);
+    put_u64(&mut bytes, SEQ_OFFSET, header.seq);
+    put_u32(&mut bytes, PAYLOAD_LEN_OFFSET, header.payload_len);
+    bytes[VERSION_OFFSET] = RECORD_VERSION;
+    bytes[KIND_OFFSET] = KIND_DATA;
+    let crc = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
+    put_u32(&mut bytes, HEADER_CRC_OFFSET, crc);
+    debug_assert_eq!(decode(&bytes, key), HeaderCheck::Live(*header));
+    bytes
+}
+
+/// The first 8-byte word of a header, rewritten so that the record reads as void.
+pub fn void_word(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> u64 {
+    let crc = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
+    u64::from(!crc) | (u64::from(le_u32(bytes, PAYLOAD_CRC_OFFSET)) << 32)
+}
+
+/// Decodes untrusted header bytes.
+pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
+    if bytes.iter().all(|&b| b == 0) {
+        return HeaderCheck::Zero;
+    }
+    if bytes[VERSION_OFFSET] != RECORD_VERSION {
+        return HeaderCheck::Invalid(InvalidHeader::Version(bytes[VERSION_OFFSET]));
+    }
+    if bytes[KIND_OFFSET] != KIND_DATA {
+        return HeaderCheck::Invalid(InvalidHeader::Kind(bytes[KIND_OFFSET]));
+    }
+    if le_u16(bytes, RESERVED_OFFSET) != 0 {
+        return HeaderCheck::Invalid(InvalidHeader::Reserved);
+    }
+    let payload_len = le_u32(bytes, PAYLOAD_LEN_OFFSET);
+    if payload_len as usize > MAX_PAYLOAD_BYTES {
+        return HeaderCheck::Invalid(InvalidHeader::PayloadTooLong(payload_len));
+    }
+    let header = RecordHeader {
+        stream_id: le_u64(bytes, STREAM_ID_OFFSET),
+        seq: le_u64(bytes, SEQ_OFFSET),
+        payload_len,
+        payload_crc: le_u32(bytes, PAYLOAD_CRC_OFFSET),
+    };
+    let computed = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
+    let stored = le_u32(bytes, HEADER_CRC_OFFSET);
+    if stored == computed {
+        HeaderCheck::Live(header)
+    } else if stored == !computed {
+        HeaderCheck::Void(header)
+    } else {
+        HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
+    }
+}
+
+/// Decodes a header from any slice (fuzz entry point): short input is `Invalid`.
+pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
+    match bytes.get(..RECORD_HEADER_BYTES).and_then(|b| <&[u8; RECORD_HEADER_BYTES]>::try_from(b).ok()) {
+        Some(header) => decode(header, key),
+        None => HeaderCheck::Invalid(InvalidHeader::HeaderCrc),
+    }
+}
+
+pub fn payload_crc(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: CrcKey = CrcKey { pool_nonce: 0x1234_5678_9abc_def0, segment_gen: 7 };
+
+    fn sample() -> RecordHeader {
+        RecordHeader { stream_id: 3 | (1 << 32), seq: 42, payload_len: 5, payload_crc: payload_crc(b"hello") }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample(), KEY);
+        assert_eq!(decode(&bytes, KEY), HeaderCheck::Live(sample()));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_rejected() {
+        let bytes = encode(&sample(), KEY);
+        for bit in 0..RECORD_HEADER_BYTES * 8 {
+            let mut flipped = bytes;
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(matches!(decode(&flipped, KEY), HeaderCheck::Invalid(_)), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn other_generation_or_pool_is_rejected() {
+        let bytes = encode(&sample(), KEY);
+        let other_gen = CrcKey { segment_gen: 8, ..KEY };
+        let other_pool = CrcKey { pool_nonce: 1, ..KEY };
+        assert_eq!(decode(&bytes, other_gen), HeaderCheck::Invalid(InvalidHeader::HeaderCrc));
+        assert_eq!(decode(&bytes, other_pool), HeaderCheck::Invalid(InvalidHeader::HeaderCrc));
+    }
+
+    #[test]
+    fn void_word_makes_a_void_header() {
+        let mut bytes = encode(&sample(), KEY);
+        let word = void_word(&bytes, KEY);
+        bytes[..8].copy_from_slice(&word.to_le_bytes());
+        assert_eq!(decode(&bytes, KEY), HeaderCheck::Void(sample()));
+    }
+
+    #[test]
+    fn zeros_and_short_input() {
+        assert_eq!(decode(&[0; RECORD_HEADER_BYTES], KEY), HeaderCheck::Zero);
+        assert!(matches!(decode_slice(&[1, 2, 3], KEY), HeaderCheck::Invalid(_)));
+    }
+
+    #[test]
+    fn record_sizes_are_aligned() {
+        assert_eq!(record_size_bytes(0), 32);
+        assert_eq!(record_size_bytes(1), 40);
+        assert_eq!(record_size_bytes(64), 96);
+    }
+}

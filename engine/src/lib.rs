@@ -1,0 +1,41 @@
+//! pstream-engine: a lock-light, crash-consistent, multi-stream append log on persistent
+//! memory.
+//!
+//! A pool holds many *streams*; each is an append-only sequence of records numbered by a
+//! dense per-stream `seq`. [`Log::append`] returns only once the record and every earlier
+//! record of its stream are durable; [`Log::append_batch`] makes many records durable with
+//! one fence. Reads are zero-copy borrows of persistent memory, protected by epochs so space
+//! is never reused under a reader. After a crash at any instant, [`Log::open`] rebuilds
+//! exactly the acknowledged state (see `shared/CRASH-MODEL.md` and `docs/FORMAT.md`).
+//!
+//! The engine is generic over the [`pmem_emul::Pmem`] seam: the same code runs on a mapped
+//! pool file and on the crash simulator.
+
+#![deny(unsafe_code)]
+
+mod error;
+pub mod format;
+mod layout;
+mod log;
+mod recovery;
+mod scan;
+mod stream;
+mod verify;
+
+pub use error::{EngineError, Location, Result};
+pub use format::record::MAX_PAYLOAD_BYTES;
+pub use format::segment::SegmentState;
+pub use log::{Log, LogConfig, LogStats, OpenOptions, Record, StreamInfo, StreamIter};
+pub use recovery::RecoveryReport;
+pub use verify::{verify, VerifyReport};
+
+/// Identifies a stream: slot index (low 32 bits) and the slot's incarnation (high 32 bits),
+/// so an id is never reused after its stream is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 as u32, self.0 >> 32)
+    }
+}

@@ -1,0 +1,855 @@
+//! The log: lanes, streams, segments; append, read, trim, delete.
+//!
+//! # Lanes
+//! Appends go through one of `lane_count` lanes. A lane owns one open segment at a time and
+//! writes one record (or one batch) into it at a time: header + payload, flush, one fence.
+//! A thread keeps using the lane it last got (a thread-local hint) and takes another free
+//! lane with `try_lock` if that one is busy, so appenders on different threads do not wait
+//! for each other while there are at least as many lanes as appending threads. There is no
+//! global lock on the append path: the lane mutex is per lane, the stream mutex per stream.
+//!
+//! Because a lane starts a record only after the previous one is durable, only the last
+//! write of a lane can be torn by a crash, and a crashed writer can never hide acknowledged
+//! records behind it: there are none behind it in its lane, and other lanes are scanned on
+//! their own.
+//!
+//! # Ordering within a stream
+//! Seqs are taken under the lane lock and the stream lock, so within a lane a stream's
+//! records are in seq order; across lanes they may complete out of order. An append is
+//! acknowledged only when its seq and every lower one are durable (see `Stream`), so after a
+//! crash each stream's records form a dense prefix; recovery voids anything past a gap.
+
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam::queue::SegQueue;
+use crossbeam::utils::CachePadded;
+use crossbeam_epoch::{self as epoch, Guard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use pmem_emul::{Pmem, ATOMIC_STORE_BYTES};
+
+use crate::error::{EngineError, Location, Result};
+use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
+use crate::format::segment::{
+    SegmentEntry, SegmentHeader, SegmentState, SEGMENT_ENTRY_SLOT_BYTES, SEGMENT_HEADER_BYTES,
+};
+use crate::format::stream_slot::{self, SlotState, MAX_LABEL_BYTES, STREAM_SLOT_BYTES};
+use crate::format::superblock::Superblock;
+use crate::layout::Layout;
+use crate::stream::{Index, IndexEntry, Loc, Stream};
+use crate::StreamId;
+
+/// Payloads at least this long are copied with non-temporal stores (no flush needed).
+const NT_COPY_MIN_BYTES: usize = 4096;
+
+/// How a new pool is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_size_bytes: u64,
+    pub stream_slot_count: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { segment_size_bytes: 4 << 20, stream_slot_count: 4096 }
+    }
+}
+
+/// Run-time settings (not stored in the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Number of append lanes; at least the number of threads that append at once.
+    pub lane_count: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        OpenOptions { lane_count: (2 * cores).clamp(4, 64) }
+    }
+}
+
+/// The segment a lane appends into.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenSegment {
+    pub segment: u32,
+    pub key: CrcKey,
+    pub tail_bytes: u64,
+    pub record_count: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Lane {
+    pub lane_index: u16,
+    pub current: Option<OpenSegment>,
+    pub appends: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub fences: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct EntryState {
+    pub entry: SegmentEntry,
+    /// Slot (0 = A, 1 = B) holding `entry`; updates go to the other.
+    pub slot: usize,
+    /// A scrub is scheduled (the segment holds no live record).
+    pub released: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct SegmentMeta {
+    pub entry: Mutex<EntryState>,
+    /// Generation, readable without the lock (for record crc keys on reads).
+    pub segment_gen: AtomicU64,
+    pub live_records: AtomicU64,
+    pub live_bytes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Space {
+    /// Zeroed segments.
+    pub free: Vec<u32>,
+    /// Open segments found by recovery, ready to be adopted by a lane.
+    pub partial: Vec<OpenSegment>,
+    pub next_gen: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotInfo {
+    pub incarnation: u32,
+    pub state: SlotState,
+}
+
+/// Statistics of a log; counters since open, gauges now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub streams: u64,
+    pub live_records: u64,
+    pub live_bytes: u64,
+    pub segment_size_bytes: u64,
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub segments_open: u64,
+    pub segments_sealed: u64,
+    pub appends: u64,
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+    pub fences: u64,
+}
+
+/// A stream as `list_streams` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub id: StreamId,
+    pub label: Vec<u8>,
+    pub first_seq: u64,
+    pub next_seq: u64,
+}
+
+/// A record read from the hot tier: a zero-copy borrow of persistent memory. The space it
+/// lives in is not reused while this value exists (it holds an epoch guard).
+pub struct Record<'a> {
+    _guard: Guard,
+    stream: StreamId,
+    seq: u64,
+    payload: &'a [u8],
+}
+
+impl Record<'_> {
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        self.payload
+    }
+}
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("stream", &self.stream)
+            .field("seq", &self.seq)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// The durable multi-stream append log on persistent memory `P`.
+pub struct Log<P: Pmem> {
+    pub(crate) pmem: P,
+    pub(crate) layout: Layout,
+    pub(crate) lanes: Box<[CachePadded<Mutex<Lane>>]>,
+    pub(crate) streams: Box<[RwLock<Option<Arc<Stream>>>]>,
+    /// Slot states for create/delete; also serializes them (off the append path).
+    pub(crate) slots: Mutex<Vec<SlotInfo>>,
+    pub(crate) segments: Box<[SegmentMeta]>,
+    pub(crate) space: Mutex<Space>,
+    /// Segments whose readers have all left, waiting to be scrubbed.
+    pub(crate) scrub_queue: Arc<SegQueue<u32>>,
+}
+
+static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static LANE_HINT: Cell<usize> = Cell::new(NEXT_THREAD_LANE.fetch_add(1, Ordering::Relaxed));
+}
+
+fn random_nonce() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
+    }
+    hasher.finish() | 1
+}
+
+impl<P: Pmem> Log<P> {
+    /// Formats `pmem` as an empty log. Refuses a pool that already holds one.
+    pub fn create(pmem: P, config: LogConfig, options: OpenOptions) -> Result<Log<P>> {
+        if Superblock::decode(pmem.read(0, 128)).is_ok() {
+            return Err(EngineError::AlreadyFormatted);
+        }
+        let pool_bytes = pmem.len_bytes() as u64;
+        let layout =
+            Layout::plan(pool_bytes, config.segment_size_bytes, config.stream_slot_count, random_nonce())?;
+        // Zero every table, persist, then write the superblock last: a pool whose format was
+        // interrupted has no valid superblock and is formatted again from scratch.
+        let tables_bytes = (layout.segments_offset - layout.stream_table_offset) as usize;
+        pmem.zero_nt(layout.stream_table_offset as usize, tables_bytes);
+        pmem.zero_nt(0, crate::format::superblock::SUPERBLOCK_REGION_BYTES);
+        pmem.fence();
+        for segment in 0..layout.segment_count as u32 {
+            let base = layout.segment_offset(segment);
+            if pmem.read(base, layout.segment_size_bytes as usize).iter().any(|&b| b != 0) {
+                pmem.zero_nt(base, layout.segment_size_bytes as usize);
+            }
+        }
+        pmem.fence();
+        let superblock = layout.superblock().encode();
+        pmem.write(0, &superblock);
+        pmem.persist(0, superblock.len());
+        let log = Log::assemble(pmem, layout, options);
+        {
+            let mut space = log.space.lock();
+            space.free = (0..layout.segment_count as u32).rev().collect();
+            space.next_gen = 1;
+        }
+        log.slots.lock().extend(
+            (0..layout.stream_slot_count).map(|_| SlotInfo { incarnation: 0, state: SlotState::Free }),
+        );
+        Ok(log)
+    }
+
+    /// Builds the in-memory skeleton; recovery or create fills it.
+    pub(crate) fn assemble(pmem: P, layout: Layout, options: OpenOptions) -> Log<P> {
+        let lane_count = options.lane_count.clamp(1, usize::from(u16::MAX));
+        let lanes = (0..lane_count)
+            .map(|i| CachePadded::new(Mutex::new(Lane { lane_index: i as u16, ..Lane::default() })))
+            .collect();
+        let streams = (0..layout.stream_slot_count).map(|_| RwLock::new(None)).collect();
+        let segments = (0..layout.segment_count)
+            .map(|_| SegmentMeta {
+                entry: Mutex::new(EntryState { entry: SegmentEntry::NEVER_USED, slot: 1, released: false }),
+                segment_gen: AtomicU64::new(0),
+                live_records: AtomicU64::new(0),
+                live_bytes: AtomicU64::new(0),
+            })
+            .collect();
+        Log {
+            pmem,
+            layout,
+            lanes,
+            streams,
+            slots: Mutex::new(Vec::new()),
+            segments,
+            space: Mutex::new(Space::default()),
+            scrub_queue: Arc::new(SegQueue::new()),
+        }
+    }
+
+    /// Closes the log. Every acknowledged record is already durable; this hands the pool
+    /// back (to close or reopen it).
+    pub fn close(self) -> P {
+        self.pmem
+    }
+
+    pub fn pmem(&self) -> &P {
+        &self.pmem
+    }
+
+    /// Largest payload a record may carry in this pool.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.layout.max_payload_bytes as usize
+    }
+
+    pub fn segment_size_bytes(&self) -> u64 {
+        self.layout.segment_size_bytes
+    }
+
+    // ----- streams -------------------------------------------------------------------
+
+    /// Creates a stream, durably. `label` (at most 31 bytes) is stored with it.
+    pub fn create_stream(&self, label: &[u8]) -> Result<StreamId> {
+        if label.len() > MAX_LABEL_BYTES {
+            return Err(EngineError::LabelTooLong { len_bytes: label.len(), max_bytes: MAX_LABEL_BYTES });
+        }
+        let mut slots = self.slots.lock();
+        let Some(slot) = slots.iter().position(|s| s.state != SlotState::Live) else {
+            return Err(EngineError::StreamTableFull { slot_count: self.layout.stream_slot_count });
+        };
+        let incarnation = slots[slot].incarnation.wrapping_add(1).max(1);
+        let slot_index = slot as u32;
+        let offset = self.layout.slot_offset(slot_index);
+        let body = stream_slot::encode_body(incarnation, label);
+        // Body first (state word untouched: the slot still reads free or deleted), then the
+        // state word flips it live with one atomic store.
+        self.pmem.write(offset + ATOMIC_STORE_BYTES, &body[ATOMIC_STORE_BYTES..]);
+        self.pmem.persist(offset, STREAM_SLOT_BYTES);
+        self.pmem.write_u64(offset, stream_slot::state_word(incarnation, SlotState::Live));
+        self.pmem.persist(offset, ATOMIC_STORE_BYTES);
+        slots[slot] = SlotInfo { incarnation, state: SlotState::Live };
+        let id = StreamId(stream_slot::stream_id(slot_index, incarnation));
+        let stream = Stream::new(id, slot_index, label.to_vec(), Index::default());
+        *self.streams[slot].write() = Some(Arc::new(stream));
+        Ok(id)
+    }
+
+    /// Deletes a stream, durably. Its space is reclaimed once no reader holds its records.
+    pub fn delete_stream(&self, id: StreamId) -> Result<()> {
+        let mut slots = self.slots.lock();
+        let stream = self.stream(id)?;
+        let index = stream.mark_deleted();
+        let offset = self.layout.slot_offset(stream.slot);
+        let incarnation = (id.0 >> 32) as u32;
+        self.pmem.write_u64(offset, stream_slot::state_word(incarnation, SlotState::Deleted));
+        self.pmem.persist(offset, ATOMIC_STORE_BYTES);
+        slots[stream.slot as usize].state = SlotState::Deleted;
+        *self.streams[stream.slot as usize].write() = None;
+        drop(slots);
+        self.forget_records(index.entries.iter().copied());
+        Ok(())
+    }
+
+    /// Every live stream.
+    pub fn list_streams(&self) -> Vec<StreamInfo> {
+        self.streams
+            .iter()
+            .filter_map(|slot| slot.read().clone())
+            .map(|stream| {
+                let first_seq = stream.index.read().first_seq;
+                StreamInfo { id: stream.id, label: stream.label.clone(), first_seq, next_seq: stream.durable_next() }
+            })
+            .collect()
+    }
+
+    pub(crate) fn stream(&self, id: StreamId) -> Result<Arc<Stream>> {
+        let slot = (id.0 & u64::from(u32::MAX)) as usize;
+        let entry = self.streams.get(slot).ok_or(EngineError::UnknownStream(id))?;
+        match &*entry.read() {
+            Some(stream) if stream.id == id => Ok(Arc::clone(stream)),
+            _ => Err(EngineError::UnknownStream(id)),
+        }
+    }
+
+    /// `(first_seq, next_seq)`: the readable seqs of a stream are `first_seq..next_seq`.
+    pub fn bounds(&self, id: StreamId) -> Result<(u64, u64)> {
+        let stream = self.stream(id)?;
+        let first_seq = stream.index.read().first_seq;
+        Ok((first_seq, stream.durable_next()))
+    }
+
+    /// The last durable seq of a stream, `None` when it has no readable record.
+    pub fn tail(&self, id: StreamId) -> Result<Option<u64>> {
+        let (first_seq, next_seq) = self.bounds(id)?;
+        Ok((next_seq > first_seq).then(|| next_seq - 1))
+    }
+
+    // ----- append --------------------------------------------------------------------
+
+    fn check_payload(&self, len_bytes: usize) -> Result<()> {
+        if len_bytes > self.max_payload_bytes() {
+            return Err(EngineError::PayloadTooLarge { len_bytes, max_bytes: self.max_payload_bytes() });
+        }
+        Ok(())
+    }
+
+    fn acquire_lane(&self) -> MutexGuard<'_, Lane> {
+        let lane_count = self.lanes.len();
+        let hint = LANE_HINT.with(Cell::get) % lane_count;
+        for step in 0..lane_count {
+            let candidate = (hint + step) % lane_count;
+            if let Some(lane) = self.lanes[candidate].try_lock() {
+                if step != 0 {
+                    LANE_HINT.with(|h| h.set(candidate));
+                }
+                return lane;
+            }
+        }
+        self.lanes[hint].lock()
+    }
+
+    /// Appends one record and returns its seq once it and every earlier record of the
+    /// stream are durable.
+    pub fn append(&self, id: StreamId, payload: &[u8]) -> Result<u64> {
+        self.check_payload(payload.len())?;
+        let stream = self.stream(id)?;
+        let payload_crc = record::payload_crc(payload);
+        let size_bytes = record::record_size_bytes(payload.len()) as u64;
+        let seq = {
+            let mut lane = self.acquire_lane();
+            let open = self.room_for(&mut lane, size_bytes, None)?;
+            let loc = Loc::new(open.segment, open.tail_bytes as u32);
+            let seq = stream.reserve(IndexEntry { loc, size_bytes: size_bytes as u32 })?;
+            self.count_live(open.segment, size_bytes);
+            let header = RecordHeader { stream_id: id.0, seq, payload_len: payload.len() as u32, payload_crc };
+            let offset = self.write_record(&open, &header, payload);
+            self.pmem.fence();
+            self.advance_lane(&mut lane, offset, size_bytes);
+            lane.appends += 1;
+            lane.fences += 1;
+            seq
+        };
+        stream.mark_durable(seq);
+        stream.wait_durable(seq);
+        Ok(seq)
+    }
+
+    /// Appends many records (of one or several streams) and makes them durable with one
+    /// fence (more only if they span segments or exceed the torn-write extent). Returns the
+    /// seq of each, in order. Nothing is written unless every record is acceptable.
+    pub fn append_batch(&self, records: &[(StreamId, &[u8])]) -> Result<Vec<u64>> {
+        let mut resolved = Vec::with_capacity(records.len());
+        for &(id, payload) in records {
+            self.check_payload(payload.len())?;
+            resolved.push((self.stream(id)?, payload, record::payload_crc(payload)));
+        }
+        let mut seqs = Vec::with_capacity(records.len());
+        {
+            let mut lane = self.acquire_lane();
+            // Written but not yet fenced: (segment offset of the first byte, bytes).
+            let mut unfenced: Option<(usize, u64)> = None;
+            for (stream, payload, payload_crc) in &resolved {
+                let size_bytes = record::record_size_bytes(payload.len()) as u64;
+                if matches!(unfenced, Some((_, bytes)) if bytes + size_bytes > self.layout.torn_extent_max_bytes()) {
+                    self.pmem.fence();
+                    lane.fences += 1;
+                    unfenced = None;
+                }
+                let segment_before = lane.current.map(|c| c.segment);
+                let open = match self.room_for(&mut lane, size_bytes, unfenced) {
+                    Ok(open) => open,
+                    Err(error) => {
+                        // Records already written stay valid; make them durable and
+                        // acknowledge none (the caller sees the error).
+                        self.pmem.fence();
+                        self.finish_batch(&resolved, &seqs);
+                        return Err(error);
+                    }
+                };
+                if segment_before != Some(open.segment) {
+                    unfenced = None; // the seal's fence made them durable
+                }
+                let loc = Loc::new(open.segment, open.tail_bytes as u32);
+                let seq = match stream.reserve(IndexEntry { loc, size_bytes: size_bytes as u32 }) {
+                    Ok(seq) => seq,
+                    Err(error) => {
+                        self.pmem.fence();
+                        self.finish_batch(&resolved, &seqs);
+                        return Err(error);
+                    }
+                };
+                self.count_live(open.segment, size_bytes);
+                let header = RecordHeader {
+                    stream_id: stream.id.0,
+                    seq,
+                    payload_len: payload.len() as u32,
+                    payload_crc: *payload_crc,
+                };
+                let offset = self.write_record(&open, &header, payload);
+                self.advance_lane(&mut lane, offset, size_bytes);
+                unfenced = Some(match unfenced {
+                    Some((start, bytes)) => (start, bytes + size_bytes),
+                    None => (offset, size_bytes),
+                });
+                seqs.push(seq);
+            }
+            self.pmem.fence();
+            lane.fences += 1;
+            lane.appends += 1;
+        }
+        self.finish_batch(&resolved, &seqs);
+        Ok(seqs)
+    }
+
+    fn finish_batch(&self, resolved: &[(Arc<Stream>, &[u8], u32)], seqs: &[u64]) {
+        for ((stream, _, _), &seq) in resolved.iter().zip(seqs) {
+            stream.mark_durable(seq);
+        }
+        for ((stream, _, _), &seq) in resolved.iter().zip(seqs) {
+            stream.wait_durable(seq);
+        }
+    }
+
+    /// Writes header and payload at the lane's tail and starts their write-back; the caller
+    /// fences. Returns the pool offset of the record.
+    fn write_record(&self, open: &OpenSegment, header: &RecordHeader, payload: &[u8]) -> usize {
+        let offset = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
+        let header_bytes = record::encode(header, open.key);
+        self.pmem.write(offset, &header_bytes);
+        if payload.len() >= NT_COPY_MIN_BYTES {
+            self.pmem.write_nt(offset + RECORD_HEADER_BYTES, payload);
+            self.pmem.flush(offset, RECORD_HEADER_BYTES);
+        } else {
+            self.pmem.write(offset + RECORD_HEADER_BYTES, payload);
+            self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
+        }
+        offset
+    }
+
+    fn advance_lane(&self, lane: &mut Lane, offset: usize, size_bytes: u64) {
+        let Some(open) = lane.current.as_mut() else {
+            unreachable!("a lane writes only into its open segment");
+        };
+        debug_assert_eq!(offset, self.layout.segment_offset(open.segment) + open.tail_bytes as usize);
+        open.tail_bytes += size_bytes;
+        open.record_count += 1;
+        debug_assert!(open.tail_bytes <= self.layout.segment_size_bytes);
+        lane.records += 1;
+        lane.bytes += size_bytes;
+    }
+
+    fn count_live(&self, segment: u32, size_bytes: u64) {
+        let meta = &self.segments[segment as usize];
+        meta.live_records.fetch_add(1, Ordering::Relaxed);
+        meta.live_bytes.fetch_add(size_bytes, Ordering::Relaxed);
+    }
+
+    /// The lane's open segment, with room for `size_bytes`; seals a full one and opens the
+    /// next. `unfenced` bytes in the current segment are flushed first, so the seal's fence
+    /// makes them durable before the segment reads as sealed.
+    fn room_for(&self, lane: &mut Lane, size_bytes: u64, unfenced: Option<(usize, u64)>) -> Result<OpenSegment> {
+        if let Some(open) = lane.current {
+            if open.tail_bytes + size_bytes <= self.layout.segment_size_bytes {
+                return Ok(open);
+            }
+        }
+        let fresh = self.take_segment(lane.lane_index, size_bytes)?;
+        lane.fences += 2; // segment header, then its table entry
+        if let Some(full) = lane.current.replace(fresh) {
+            if let Some((start, bytes)) = unfenced {
+                self.pmem.flush(start, bytes as usize);
+            }
+            self.seal(full);
+            lane.fences += 1;
+        }
+        Ok(fresh)
+    }
+
+    /// Takes a segment for a lane: a partly used open one left by recovery, else a free one.
+    fn take_segment(&self, lane_index: u16, size_bytes: u64) -> Result<OpenSegment> {
+        for attempt in 0..2 {
+            let taken = {
+                let mut space = self.space.lock();
+                let partial = space
+                    .partial
+                    .iter()
+                    .position(|p| p.tail_bytes + size_bytes <= self.layout.segment_size_bytes);
+                if let Some(position) = partial {
+                    return Ok(space.partial.swap_remove(position));
+                }
+                space.free.pop().map(|segment| {
+                    let segment_gen = space.next_gen;
+                    space.next_gen += 1;
+                    (segment, segment_gen)
+                })
+            };
+            if let Some((segment, segment_gen)) = taken {
+                return Ok(self.open_segment(segment, segment_gen, lane_index));
+            }
+            if attempt == 0 && self.reclaim() == 0 {
+                break;
+            }
+        }
+        Err(EngineError::PoolFull { segment_count: self.layout.segment_count })
+    }
+
+    fn open_segment(&self, segment: u32, segment_gen: u64, lane_index: u16) -> OpenSegment {
+        let header = SegmentHeader {
+            segment_index: segment,
+            segment_gen,
+            pool_nonce: self.layout.pool_nonce,
+            segment_size_bytes: self.layout.segment_size_bytes,
+        };
+        let base = self.layout.segment_offset(segment);
+        self.pmem.write(base, &header.encode());
+        self.pmem.persist(base, SEGMENT_HEADER_BYTES);
+        let meta = &self.segments[segment as usize];
+        let mut entry = meta.entry.lock();
+        debug_assert_eq!(entry.entry.state, SegmentState::Free);
+        meta.segment_gen.store(segment_gen, Ordering::Release);
+        let next = SegmentEntry {
+            state: SegmentState::Open,
+            lane: lane_index,
+            segment_gen,
+            sealed_len_bytes: 0,
+            record_count: 0,
+            cold_id: 0,
+            ..entry.entry
+        };
+        self.store_entry(segment, &mut entry, next);
+        OpenSegment {
+            segment,
+            key: CrcKey { pool_nonce: self.layout.pool_nonce, segment_gen },
+            tail_bytes: SEGMENT_HEADER_BYTES as u64,
+            record_count: 0,
+        }
+    }
+
+    fn seal(&self, full: OpenSegment) {
+        let meta = &self.segments[full.segment as usize];
+        let mut entry = meta.entry.lock();
+        debug_assert_eq!(entry.entry.state, SegmentState::Open);
+        let next = SegmentEntry {
+            state: SegmentState::Sealed,
+            sealed_len_bytes: full.tail_bytes,
+            record_count: full.record_count,
+            ..entry.entry
+        };
+        self.store_entry(full.segment, &mut entry, next);
+        self.release_if_dead(full.segment, &mut entry);
+    }
+
+    /// Writes `next` into the entry slot not holding the current version, word by word with
+    /// the update counter last (see `format::segment`), and persists it.
+    pub(crate) fn store_entry(&self, segment: u32, state: &mut EntryState, mut next: SegmentEntry) {
+        next.update_seq = state.entry.update_seq + 1;
+        let target = 1 - state.slot;
+        let offset = self.layout.entry_offset(segment) + target * SEGMENT_ENTRY_SLOT_BYTES;
+        debug_assert_eq!(offset % SEGMENT_ENTRY_SLOT_BYTES, 0, "an entry slot is one cache line");
+        let bytes = next.encode();
+        let words: Vec<u64> = bytes
+            .chunks_exact(ATOMIC_STORE_BYTES)
+            .map(|word| u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]))
+            .collect();
+        for (i, &word) in words.iter().enumerate().skip(1) {
+            self.pmem.write_u64(offset + i * ATOMIC_STORE_BYTES, word);
+        }
+        // IMPORTANT: the counter word goes last; it is what makes the new version count.
+        self.pmem.write_u64(offset, words[0]);
+        self.pmem.persist(offset, SEGMENT_ENTRY_SLOT_BYTES);
+        state.entry = next;
+        state.slot = target;
+    }
+
+    // ----- space ---------------------------------------------------------------------
+
+    /// Drops index entries' live counts and schedules segments that became empty.
+    pub(crate) fn forget_records(&self, entries: impl Iterator<Item = IndexEntry>) {
+        let mut touched = Vec::new();
+        for entry in entries {
+            let segment = entry.loc.segment();
+            let meta = &self.segments[segment as usize];
+            meta.live_bytes.fetch_sub(u64::from(entry.size_bytes), Ordering::Relaxed);
+            if meta.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
+                touched.push(segment);
+            }
+        }
+        for segment in touched {
+            let mut entry = self.segments[segment as usize].entry.lock();
+            self.release_if_dead(segment, &mut entry);
+        }
+    }
+
+    /// A sealed segment with no live record is scrubbed once every reader that might
+    /// borrow from it has left (epoch-based deferral).
+    fn release_if_dead(&self, segment: u32, entry: &mut EntryState) {
+        let meta = &self.segments[segment as usize];
+        if entry.entry.state != SegmentState::Sealed
+            || entry.released
+            || meta.live_records.load(Ordering::Acquire) != 0
+        {
+            return;
+        }
+        entry.released = true;
+        let queue = Arc::clone(&self.scrub_queue);
+        let guard = epoch::pin();
+        guard.defer(move || queue.push(segment));
+        guard.flush();
+    }
+
+    /// Scrubs and frees every segment whose readers have left. Returns how many were freed.
+    pub fn reclaim(&self) -> usize {
+        // Advancing the global epoch takes a few pinned flushes; deferred pushes run then.
+        for _ in 0..4 {
+            epoch::pin().flush();
+        }
+        let mut freed = 0;
+        while let Some(segment) = self.scrub_queue.pop() {
+            self.scrub(segment);
+            freed += 1;
+        }
+        freed
+    }
+
+    /// Zeroes a segment and marks it free: Scrubbing (persisted) -> zero -> Free.
+    pub(crate) fn scrub(&self, segment: u32) {
+        let meta = &self.segments[segment as usize];
+        let mut entry = meta.entry.lock();
+        if entry.entry.state != SegmentState::Scrubbing {
+            let next = SegmentEntry { state: SegmentState::Scrubbing, ..entry.entry };
+            self.store_entry(segment, &mut entry, next);
+        }
+        let base = self.layout.segment_offset(segment);
+        self.pmem.zero_nt(base, self.layout.segment_size_bytes as usize);
+        self.pmem.fence();
+        let next = SegmentEntry { state: SegmentState::Free, sealed_len_bytes: 0, record_count: 0, ..entry.entry };
+        self.store_entry(segment, &mut entry, next);
+        entry.released = false;
+        meta.live_records.store(0, Ordering::Relaxed);
+        meta.live_bytes.store(0, Ordering::Relaxed);
+        drop(entry);
+        self.space.lock().free.push(segment);
+    }
+
+    /// Drops records below `first_seq` of a stream, durably; their space is reclaimed once
+    /// every segment they occupied holds no live record.
+    pub fn trim(&self, id: StreamId, first_seq: u64) -> Result<()> {
+        let stream = self.stream(id)?;
+        let dropped = stream.with_appends_paused(|deleted| -> Result<Vec<IndexEntry>> {
+            if deleted {
+                return Err(EngineError::UnknownStream(id));
+            }
+            let next_seq = stream.durable_next();
+            let mut index = stream.index.write();
+            if first_seq > next_seq || first_seq > index.first_seq + index.entries.len() as u64 {
+                return Err(EngineError::TrimBeyondTail { stream: id, first_seq, next_seq });
+            }
+            if first_seq <= index.first_seq {
+                return Ok(Vec::new());
+            }
+            let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
+            self.pmem.write_u64(offset, stream_slot::trim_word(id.0, first_seq));
+            self.pmem.persist(offset, ATOMIC_STORE_BYTES);
+            let count = (first_seq - index.first_seq) as usize;
+            index.first_seq = first_seq;
+            Ok(index.entries.drain(..count).collect())
+        })?;
+        self.forget_records(dropped.into_iter());
+        Ok(())
+    }
+
+    // ----- read ----------------------------------------------------------------------
+
+    /// Reads record `seq` of a stream: a zero-copy borrow, checked against its checksums.
+    pub fn read(&self, id: StreamId, seq: u64) -> Result<Record<'_>> {
+        // Pin before looking the record up, so its segment cannot be scrubbed in between.
+        let guard = epoch::pin();
+        let stream = self.stream(id)?;
+        let (entry, first_seq) = {
+            let index = stream.index.read();
+            (index.get(seq), index.first_seq)
+        };
+        let next_seq = stream.durable_next();
+        let entry = match entry {
+            Some(entry) if seq < next_seq => entry,
+            _ => return Err(EngineError::SeqOutOfRange { stream: id, seq, first_seq, next_seq }),
+        };
+        let payload = self.read_hot(entry, id, seq)?;
+        Ok(Record { _guard: guard, stream: id, seq, payload })
+    }
+
+    fn read_hot(&self, entry: IndexEntry, id: StreamId, seq: u64) -> Result<&[u8]> {
+        let segment = entry.loc.segment();
+        let offset_bytes = entry.loc.offset_bytes();
+        let location = Location::Record { segment, offset_bytes: u64::from(offset_bytes) };
+        let segment_gen = self.segments[segment as usize].segment_gen.load(Ordering::Acquire);
+        let key = CrcKey { pool_nonce: self.layout.pool_nonce, segment_gen };
+        let base = self.layout.segment_offset(segment) + offset_bytes as usize;
+        let header = match record::decode_slice(self.pmem.read(base, RECORD_HEADER_BYTES), key) {
+            HeaderCheck::Live(header) => header,
+            other => return Err(EngineError::corruption(location, format!("record header reads {other:?}"))),
+        };
+        let size = record::record_size_bytes(header.payload_len as usize);
+        if header.stream_id != id.0 || header.seq != seq || size != entry.size_bytes as usize {
+            return Err(EngineError::corruption(
+                location,
+                format!("expected stream {id} seq {seq}, found header {header:?}"),
+            ));
+        }
+        let payload = self.pmem.read(base + RECORD_HEADER_BYTES, header.payload_len as usize);
+        if record::payload_crc(payload) != header.payload_crc {
+            return Err(EngineError::corruption(location, "payload checksum mismatch"));
+        }
+        Ok(payload)
+    }
+
+    /// Iterates a stream from `from_seq` up to its durable tail at the time of each step.
+    pub fn iter(&self, id: StreamId, from_seq: u64) -> Result<StreamIter<'_, P>> {
+        let stream = self.stream(id)?;
+        Ok(StreamIter { log: self, id: stream.id, next_seq: from_seq })
+    }
+
+    // ----- statistics ----------------------------------------------------------------
+
+    pub fn stats(&self) -> LogStats {
+        let mut stats = LogStats {
+            segment_size_bytes: self.layout.segment_size_bytes,
+            segments_total: self.layout.segment_count,
+            ..LogStats::default()
+        };
+        for lane in self.lanes.iter() {
+            let lane = lane.lock();
+            stats.appends += lane.appends;
+            stats.records_appended += lane.records;
+            stats.bytes_appended += lane.bytes;
+            stats.fences += lane.fences;
+        }
+        for meta in self.segments.iter() {
+            stats.live_records += meta.live_records.load(Ordering::Relaxed);
+            stats.live_bytes += meta.live_bytes.load(Ordering::Relaxed);
+            match meta.entry.lock().entry.state {
+                SegmentState::Free => stats.segments_free += 1,
+                SegmentState::Open => stats.segments_open += 1,
+                _ => stats.segments_sealed += 1,
+            }
+        }
+        stats.streams = self.streams.iter().filter(|s| s.read().is_some()).count() as u64;
+        stats
+    }
+}
+
+/// Iterator over a stream's records (see [`Log::iter`]).
+pub struct StreamIter<'a, P: Pmem> {
+    log: &'a Log<P>,
+    id: StreamId,
+    next_seq: u64,
+}
+
+impl<'a, P: Pmem> Iterator for StreamIter<'a, P> {
+    type Item = Result<Record<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (first_seq, next_seq) = match self.log.bounds(self.id) {
+            Ok(bounds) => bounds,
+            Err(error) => return Some(Err(error)),
+        };
+        if self.next_seq < first_seq {
+            self.next_seq = first_seq;
+        }
+        if self.next_seq >= next_seq {
+            return None;
+        }
+        let record = self.log.read(self.id, self.next_seq);
+        self.next_seq += 1;
+        Some(record)
+    }
+}
