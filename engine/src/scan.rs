@@ -9,7 +9,6 @@
 //! |---------|-------------------------------------------------|---------------------------|
 //! | sealed  | anything before `sealed_len_bytes`              | corruption at that offset |
 //! | sealed  | records do not end exactly at `sealed_len`      | corruption                |
-//! | open    | valid header, bad payload, valid record behind  | corruption (mid-log)      |
 //! | open    | non-zero byte past the longest possible write   | corruption (mid-log)      |
 //! | open    | otherwise                                       | torn tail: dropped        |
 //!
@@ -165,19 +164,9 @@ pub fn scan_open<P: Pmem>(
         pos += record::record_size_bytes(header.payload_len as usize) as u64;
         record_count += 1;
     }
-    // `pos` is the first position without a valid record: a torn tail or damage.
-    if pos + RECORD_HEADER_BYTES as u64 <= end {
-        let bytes = pmem.read(base + pos as usize, RECORD_HEADER_BYTES);
-        if let HeaderCheck::Live(header) = record::decode_slice(bytes, key) {
-            let next = pos + record::record_size_bytes(header.payload_len as usize) as u64;
-            if read_record(pmem, base, next, end, key, true).is_some() {
-                return Err(EngineError::corruption(
-                    record_location(segment, pos),
-                    "payload checksum mismatch before a valid record",
-                ));
-            }
-        }
-    }
+    // `pos` is the first position without a valid record: a torn tail or damage. A batch
+    // fences once for many records, so a torn record may be followed by valid ones of the
+    // same batch: only bytes past the torn extent prove damage.
     let torn_end = (pos + layout.torn_extent_max_bytes()).min(end);
     let beyond = pmem.read(base + torn_end as usize, (end - torn_end) as usize);
     if let Some(first_nonzero) = beyond.iter().position(|&b| b != 0) {

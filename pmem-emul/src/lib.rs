@@ -24,7 +24,7 @@ pub use error::PmemError;
 pub use flush::FlushInstruction;
 pub use mmap::{Durability, MmapPool, PoolOptions};
 pub use pool_header::{POOL_HEADER_BYTES, POOL_MAGIC, POOL_VERSION};
-pub use sim::{CrashPoint, SimCounters, SimPmem, UnpersistedStores};
+pub use sim::{CrashPoint, ImageRun, SimCounters, SimPmem, SplitMix64, UnpersistedStores};
 
 /// Size of a CPU cache line: the unit that flush instructions write back.
 pub const CACHE_LINE_BYTES: usize = 64;
