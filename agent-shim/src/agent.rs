@@ -1,0 +1,664 @@
+//! The agent: engine handle, metadata state, the system stream (change records and
+//! snapshots), open/recovery, and the helpers the API modules share.
+//!
+//! # Durability protocol
+//! * Metadata lives in one engine stream (label [`SYS_STREAM_LABEL`]): each acknowledged
+//!   change is one record appended *before* the in-memory state changes; every
+//!   `snapshot_every_changes` changes a snapshot (possibly several records) is appended and
+//!   the records before it are trimmed, so replay stays short.
+//! * Data streams are engine streams of their own; the mapping is in the metadata. An engine
+//!   stream is created before the change record naming it, and deleted after the change
+//!   record that drops it, so a crash leaves at worst an *orphan* engine stream, which open
+//!   deletes.
+//! * Trims (reclaiming ephemeral data everybody took) follow durable cursor changes; open
+//!   recomputes and reapplies them, so a crash between the two loses no reclamation.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pmem_emul::Pmem;
+use pstream_engine::{
+    EngineError, Log, LogConfig, LogStats, OpenOptions, RecoveryReport, StreamId,
+};
+
+use crate::address::{self, Caller};
+use crate::change::{Change, SnapshotPart, SysRecord, SYS_HEADER_BYTES, SYS_TRAILER_BYTES};
+use crate::codec::DecodeError;
+use crate::error::{Action, AgentError, Result};
+use crate::model::{BundleRef, Event, StreamNo};
+use crate::state::{BundleState, State, StreamMeta};
+use crate::Address;
+
+/// Engine label of the system stream.
+pub const SYS_STREAM_LABEL: &[u8] = b"pstream-agent.sys";
+/// Engine label of every data stream.
+pub const DATA_STREAM_LABEL: &[u8] = b"pstream-agent.data";
+/// Largest snapshot part payload (besides the record's own framing).
+const SNAPSHOT_CHUNK_MAX_BYTES: usize = 256 * 1024;
+/// Framing of a snapshot part: record header and trailer plus the part's fixed fields.
+const SNAPSHOT_PART_OVERHEAD_BYTES: usize =
+    SYS_HEADER_BYTES + SYS_TRAILER_BYTES + 8 + 4 + 4 + 8 + 4 + 4;
+
+/// How an agent store is made and run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Engine layout, used when the store is created.
+    pub log: LogConfig,
+    pub open: OpenOptions,
+    /// A snapshot of the metadata is written after this many change records.
+    pub snapshot_every_changes: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            log: LogConfig {
+                segment_size_bytes: 4 << 20,
+                stream_slot_count: 16 * 1024,
+            },
+            open: OpenOptions::default(),
+            snapshot_every_changes: 512,
+        }
+    }
+}
+
+/// What opening a store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    pub engine: RecoveryReport,
+    /// System records replayed (changes and snapshot parts).
+    pub sys_records_replayed: u64,
+    pub snapshot_loaded: bool,
+    /// Engine streams no metadata named (a crash between creating one and recording it,
+    /// or between recording a delete and doing it): deleted.
+    pub orphan_streams_deleted: u64,
+    /// Streams whose reclaimable prefix was trimmed (again).
+    pub streams_trimmed: u64,
+    /// The store was created by this call (`open_or_create`).
+    pub created: bool,
+    pub duration: Duration,
+}
+
+/// Counters since open plus gauges now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    pub users: u64,
+    pub bundles: u64,
+    pub streams: u64,
+    pub changes_logged: u64,
+    pub snapshots_written: u64,
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+    pub records_delivered: u64,
+    pub bytes_delivered: u64,
+    pub acks: u64,
+    pub trims: u64,
+    pub envelopes_sent: u64,
+    pub envelopes_received: u64,
+    pub subscribers: u64,
+    /// Bytes of live records in persistent memory (the hot tier).
+    pub hot_bytes: u64,
+    pub engine: LogStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub changes_logged: u64,
+    pub snapshots_written: u64,
+    pub records_appended: u64,
+    pub bytes_appended: u64,
+    pub records_delivered: u64,
+    pub bytes_delivered: u64,
+    pub acks: u64,
+    pub trims: u64,
+    pub envelopes_sent: u64,
+    pub envelopes_received: u64,
+}
+
+pub(crate) struct Subscriber {
+    pub caller: Caller,
+    pub sender: crossbeam::channel::Sender<Event>,
+    pub alive: bool,
+}
+
+pub(crate) struct Inner {
+    pub state: State,
+    pub changes_since_snapshot: u64,
+    pub next_snapshot_id: u64,
+    pub subscribers: Vec<Subscriber>,
+    pub counters: Counters,
+}
+
+/// The persistent-streams agent's persistence layer, on persistent memory `P`.
+///
+/// Every method takes the caller's identity and checks it; a refused or failed call
+/// changes nothing. Calls are serialized by one lock (the shim is thin: the engine's own
+/// concurrency is below it).
+pub struct Agent<P: Pmem> {
+    pub(crate) log: Log<P>,
+    pub(crate) sys: StreamId,
+    pub(crate) config: AgentConfig,
+    pub(crate) inner: Mutex<Inner>,
+}
+
+impl<P: Pmem> std::fmt::Debug for Agent<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("sys", &self.sys)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt(detail: impl Into<String>) -> AgentError {
+    AgentError::Corrupt {
+        detail: detail.into(),
+    }
+}
+
+/// Whether `pmem` holds a formatted engine pool (probed without consuming it).
+fn is_formatted<P: Pmem>(pmem: &P) -> bool {
+    use pstream_engine::format::superblock::{Superblock, SUPERBLOCK_USED_BYTES};
+    pmem.len_bytes() >= SUPERBLOCK_USED_BYTES
+        && Superblock::decode(pmem.read(0, SUPERBLOCK_USED_BYTES)).is_ok()
+}
+
+impl<P: Pmem> Agent<P> {
+    /// Formats `pmem` as a new agent store for the agent `agent_name`.
+    pub fn create(pmem: P, agent_name: &str, config: AgentConfig) -> Result<Agent<P>> {
+        address::check_agent_name(agent_name)?;
+        let log = Log::create(pmem, config.log, config.open)?;
+        let agent = Agent::assemble(log, None, config)?;
+        agent.initialize(agent_name)?;
+        Ok(agent)
+    }
+
+    /// Opens the store in `pmem`, or creates it (as `agent_name`) when the pool is blank or
+    /// a crash interrupted its creation. An existing store keeps its own name.
+    pub fn open_or_create(
+        pmem: P,
+        agent_name: &str,
+        config: AgentConfig,
+    ) -> Result<(Agent<P>, OpenReport)> {
+        address::check_agent_name(agent_name)?;
+        let started = Instant::now();
+        if !is_formatted(&pmem) {
+            let agent = Agent::create(pmem, agent_name, config)?;
+            let report = OpenReport {
+                created: true,
+                duration: started.elapsed(),
+                ..OpenReport::default()
+            };
+            return Ok((agent, report));
+        }
+        Agent::open_inner(pmem, Some(agent_name), config)
+    }
+
+    /// Opens an existing store: engine recovery, metadata replay, orphan cleanup, trims.
+    pub fn open(pmem: P, config: AgentConfig) -> Result<(Agent<P>, OpenReport)> {
+        Agent::open_inner(pmem, None, config)
+    }
+
+    fn open_inner(
+        pmem: P,
+        create_as: Option<&str>,
+        config: AgentConfig,
+    ) -> Result<(Agent<P>, OpenReport)> {
+        let started = Instant::now();
+        let (log, engine) = Log::open(pmem, config.open)?;
+        let sys = log
+            .list_streams()
+            .into_iter()
+            .find(|s| s.label == SYS_STREAM_LABEL)
+            .map(|s| s.id);
+        if sys.is_none() && create_as.is_none() {
+            return Err(AgentError::NotAnAgentStore);
+        }
+        let mut report = OpenReport {
+            engine,
+            ..OpenReport::default()
+        };
+        let agent = Agent::assemble(log, sys, config)?;
+        agent.replay(&mut report)?;
+        if agent.inner.lock().state.agent.is_empty() {
+            // Creation was interrupted before its first record was durable.
+            let Some(name) = create_as else {
+                return Err(AgentError::NotAnAgentStore);
+            };
+            agent.initialize(name)?;
+            report.created = true;
+        }
+        agent.reconcile(&mut report)?;
+        report.duration = started.elapsed();
+        Ok((agent, report))
+    }
+
+    fn assemble(log: Log<P>, sys: Option<StreamId>, config: AgentConfig) -> Result<Agent<P>> {
+        let sys = match sys {
+            Some(sys) => sys,
+            None => log.create_stream(SYS_STREAM_LABEL)?,
+        };
+        let inner = Inner {
+            state: State::default(),
+            changes_since_snapshot: 0,
+            next_snapshot_id: 1,
+            subscribers: Vec::new(),
+            counters: Counters::default(),
+        };
+        Ok(Agent {
+            log,
+            sys,
+            config,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn initialize(&self, agent_name: &str) -> Result<()> {
+        let mut inner = self.inner.lock();
+        debug_assert!(inner.state.agent.is_empty());
+        self.commit(
+            &mut inner,
+            Change::Init {
+                agent: agent_name.to_owned(),
+            },
+        )
+    }
+
+    /// Closes the store and hands the pool back. Everything acknowledged is durable already.
+    pub fn close(self) -> P {
+        self.log.close()
+    }
+
+    /// This agent's name (the part after `@` in its users' addresses).
+    pub fn name(&self) -> String {
+        self.inner.lock().state.agent.clone()
+    }
+
+    /// The address of a local user of this agent.
+    pub fn address_of(&self, user: &str) -> Result<Address> {
+        Ok(Address::new(None, user, &self.name())?)
+    }
+
+    /// The bundle `id` owned by the local user `owner`.
+    pub fn bundle_ref(&self, owner: &str, id: &str) -> Result<BundleRef> {
+        Ok(BundleRef::new(&self.address_of(owner)?, id)?)
+    }
+
+    /// The engine below (read-only use: statistics, verification).
+    pub fn engine(&self) -> &Log<P> {
+        &self.log
+    }
+
+    pub fn stats(&self) -> AgentStats {
+        let inner = self.inner.lock();
+        let engine = self.log.stats();
+        let c = inner.counters;
+        AgentStats {
+            users: inner.state.users.len() as u64,
+            bundles: inner.state.bundles.len() as u64,
+            streams: inner
+                .state
+                .bundles
+                .values()
+                .map(|b| b.streams.len() as u64)
+                .sum(),
+            changes_logged: c.changes_logged,
+            snapshots_written: c.snapshots_written,
+            records_appended: c.records_appended,
+            bytes_appended: c.bytes_appended,
+            records_delivered: c.records_delivered,
+            bytes_delivered: c.bytes_delivered,
+            acks: c.acks,
+            trims: c.trims,
+            envelopes_sent: c.envelopes_sent,
+            envelopes_received: c.envelopes_received,
+            subscribers: inner.subscribers.iter().filter(|s| s.alive).count() as u64,
+            hot_bytes: engine.live_bytes,
+            engine,
+        }
+    }
+
+    /// Writes a snapshot now (and trims the system stream before it).
+    pub fn snapshot(&self) -> Result<()> {
+        let mut inner = self.inner.lock();
+        self.write_snapshot(&mut inner)
+    }
+
+    /// Frees the space of trimmed records whose readers have left (the engine also does
+    /// this on its own when it runs out of segments). Returns the segments freed.
+    pub fn reclaim(&self) -> usize {
+        self.log.reclaim()
+    }
+
+    // ----- the system stream ----------------------------------------------------------
+
+    /// Makes `change` durable, then applies it. The caller has validated it, so `apply`
+    /// cannot fail (checked on a copy in debug builds, before anything is written).
+    pub(crate) fn commit(&self, inner: &mut Inner, change: Change) -> Result<()> {
+        if cfg!(debug_assertions) {
+            let mut trial = inner.state.clone();
+            if let Err(error) = trial.apply(&change) {
+                debug_assert!(
+                    false,
+                    "validated change does not apply: {error}: {change:?}"
+                );
+                return Err(corrupt(format!("change does not apply: {error}")));
+            }
+        }
+        let bytes = SysRecord::Change(change.clone()).encode();
+        if bytes.len() > self.log.max_payload_bytes() {
+            return Err(AgentError::ChangeTooLarge {
+                len_bytes: bytes.len(),
+                max_bytes: self.log.max_payload_bytes(),
+            });
+        }
+        // IMPORTANT: durable first; the state changes only once the engine acknowledged.
+        self.log.append(self.sys, &bytes)?;
+        inner
+            .state
+            .apply(&change)
+            .map_err(|e| corrupt(format!("applying a logged change: {e}")))?;
+        inner.counters.changes_logged += 1;
+        inner.changes_since_snapshot += 1;
+        if inner.changes_since_snapshot >= self.config.snapshot_every_changes.max(1) {
+            // The change is acknowledged already; a failed snapshot is retried next time.
+            if let Err(error) = self.write_snapshot(inner) {
+                tracing::warn!(%error, "snapshot failed; the change log keeps growing until one succeeds");
+            }
+        }
+        Ok(())
+    }
+
+    fn write_snapshot(&self, inner: &mut Inner) -> Result<()> {
+        let bytes = inner.state.encode_snapshot();
+        let chunk_bytes = self
+            .log
+            .max_payload_bytes()
+            .saturating_sub(SNAPSHOT_PART_OVERHEAD_BYTES)
+            .clamp(1, SNAPSHOT_CHUNK_MAX_BYTES);
+        let chunks: Vec<&[u8]> = bytes.chunks(chunk_bytes).collect();
+        let count =
+            u32::try_from(chunks.len()).map_err(|_| corrupt("snapshot has too many parts"))?;
+        let snapshot_id = inner.next_snapshot_id;
+        let total_crc = crc32fast::hash(&bytes);
+        let records: Vec<Vec<u8>> = chunks
+            .iter()
+            .enumerate()
+            .map(|(index, chunk)| {
+                SysRecord::SnapshotPart(SnapshotPart {
+                    snapshot_id,
+                    index: index as u32,
+                    count,
+                    total_bytes: bytes.len() as u64,
+                    total_crc,
+                    chunk: chunk.to_vec(),
+                })
+                .encode()
+            })
+            .collect();
+        debug_assert!(records
+            .iter()
+            .all(|r| r.len() <= self.log.max_payload_bytes()));
+        let batch: Vec<(StreamId, &[u8])> =
+            records.iter().map(|r| (self.sys, r.as_slice())).collect();
+        let seqs = self.log.append_batch(&batch)?;
+        let first_seq = seqs
+            .first()
+            .copied()
+            .ok_or_else(|| corrupt("empty snapshot batch"))?;
+        inner.next_snapshot_id += 1;
+        inner.changes_since_snapshot = 0;
+        inner.counters.snapshots_written += 1;
+        // Only now that the whole snapshot is durable may the records before it go.
+        self.log.trim(self.sys, first_seq)?;
+        Ok(())
+    }
+
+    fn replay(&self, report: &mut OpenReport) -> Result<()> {
+        let mut state = State::default();
+        let mut parts: Vec<SnapshotPart> = Vec::new();
+        let mut last_snapshot_id = 0;
+        let mut changes_since_snapshot = 0;
+        for record in self.log.iter(self.sys, 0)? {
+            let record = record?;
+            report.sys_records_replayed += 1;
+            match SysRecord::decode(record.payload())? {
+                SysRecord::Change(change) => {
+                    // A snapshot cut short by a crash is simply ignored: the changes
+                    // before it are still there (they are trimmed only after it completes).
+                    parts.clear();
+                    state.apply(&change)?;
+                    changes_since_snapshot += 1;
+                }
+                SysRecord::SnapshotPart(part) => {
+                    let continues = parts.last().is_some_and(|last| {
+                        last.snapshot_id == part.snapshot_id
+                            && last.index + 1 == part.index
+                            && last.count == part.count
+                    });
+                    if part.index == 0 {
+                        parts.clear();
+                    } else if !continues {
+                        parts.clear();
+                        continue;
+                    }
+                    last_snapshot_id = last_snapshot_id.max(part.snapshot_id);
+                    let complete = part.index + 1 == part.count;
+                    parts.push(part);
+                    if complete {
+                        state = assemble_snapshot(&parts)?;
+                        parts.clear();
+                        report.snapshot_loaded = true;
+                        changes_since_snapshot = 0;
+                    }
+                }
+            }
+        }
+        let mut inner = self.inner.lock();
+        inner.state = state;
+        inner.next_snapshot_id = last_snapshot_id + 1;
+        inner.changes_since_snapshot = changes_since_snapshot;
+        Ok(())
+    }
+
+    /// Makes the engine agree with the metadata: orphan streams deleted, every referenced
+    /// stream present and consistent with its seal, reclaimable prefixes trimmed.
+    fn reconcile(&self, report: &mut OpenReport) -> Result<()> {
+        let inner = self.inner.lock();
+        let referenced: HashSet<u64> = inner
+            .state
+            .bundles
+            .values()
+            .flat_map(|b| b.streams.values().map(|s| s.engine_id))
+            .collect();
+        for info in self.log.list_streams() {
+            if info.id != self.sys && !referenced.contains(&info.id.0) {
+                self.log.delete_stream(info.id)?;
+                report.orphan_streams_deleted += 1;
+            }
+        }
+        for (key, bundle) in &inner.state.bundles {
+            let local = inner.state.is_local(key);
+            for (&no, meta) in &bundle.streams {
+                let (_, next_seq) = match self.bounds(meta) {
+                    Err(AgentError::Engine(EngineError::UnknownStream(_))) => {
+                        return Err(corrupt(format!(
+                            "{key} stream #{no}: its engine stream is missing"
+                        )));
+                    }
+                    other => other?,
+                };
+                if let Some(sealed_at) = meta.sealed_at {
+                    // A local stream is sealed only after its records are durable; a copy
+                    // of a remote one may learn of the seal before its records arrive.
+                    if next_seq > sealed_at || (local && next_seq < sealed_at) {
+                        return Err(corrupt(format!(
+                            "{key} stream #{no} is sealed at {sealed_at} but holds records up to {next_seq}"
+                        )));
+                    }
+                }
+                if self.trim_stream(&inner.state, key, bundle, no, meta)? {
+                    report.streams_trimmed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- shared helpers ---------------------------------------------------------------
+
+    /// `(first_seq, next_seq)` of a stream in agent seqs.
+    pub(crate) fn bounds(&self, meta: &StreamMeta) -> Result<(u64, u64)> {
+        let (first, next) = self.log.bounds(StreamId(meta.engine_id))?;
+        match meta.seq_base {
+            Some(base) => Ok((first + base, next + base)),
+            None => {
+                debug_assert_eq!(next, 0, "a stream without base holds no record");
+                let at = meta.sealed_at.unwrap_or(0);
+                Ok((at, at))
+            }
+        }
+    }
+
+    /// Reads one record (agent seq) as an owned copy.
+    pub(crate) fn read_record(&self, meta: &StreamMeta, seq: u64) -> Result<Vec<u8>> {
+        let base = meta.seq_base.unwrap_or(0);
+        debug_assert!(seq >= base);
+        let record = self.log.read(StreamId(meta.engine_id), seq - base)?;
+        Ok(record.payload().to_vec())
+    }
+
+    /// Trims what no reader can read any more. Returns whether anything was trimmed.
+    pub(crate) fn trim_stream(
+        &self,
+        state: &State,
+        key: &BundleRef,
+        bundle: &BundleState,
+        no: u64,
+        meta: &StreamMeta,
+    ) -> Result<bool> {
+        let Some(base) = meta.seq_base else {
+            return Ok(false);
+        };
+        let (first_seq, next_seq) = self.bounds(meta)?;
+        let Some(point) = state.trim_point(key, bundle, no, meta, next_seq) else {
+            return Ok(false);
+        };
+        debug_assert!(point <= next_seq);
+        if point <= first_seq {
+            return Ok(false);
+        }
+        self.log.trim(StreamId(meta.engine_id), point - base)?;
+        Ok(true)
+    }
+
+    /// Trims the given streams of a bundle after an acknowledged change; failures are
+    /// logged (the change is durable already; open trims again).
+    pub(crate) fn trim_after(&self, inner: &mut Inner, key: &BundleRef, streams: Option<&[u64]>) {
+        let Some(bundle) = inner.state.bundles.get(key) else {
+            return;
+        };
+        let mut trimmed = 0;
+        for (&no, meta) in &bundle.streams {
+            if streams.is_some_and(|list| !list.contains(&no)) {
+                continue;
+            }
+            match self.trim_stream(&inner.state, key, bundle, no, meta) {
+                Ok(true) => trimmed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, bundle = %key, stream = no, "trim failed; open retries it")
+                }
+            }
+        }
+        inner.counters.trims += trimmed;
+    }
+
+    /// The caller's user must exist, and its client (if any) be registered.
+    pub(crate) fn check_caller(&self, state: &State, caller: &Caller) -> Result<Address> {
+        let user = state
+            .users
+            .get(caller.user_name())
+            .ok_or_else(|| AgentError::UnknownUser {
+                user: caller.user_name().to_owned(),
+            })?;
+        if let Some(client) = caller.client_name() {
+            if !user.clients.contains_key(client) {
+                return Err(AgentError::UnknownClient {
+                    user: caller.user_name().to_owned(),
+                    client: client.to_owned(),
+                });
+            }
+        }
+        Ok(state.address_of(caller.user_name()))
+    }
+
+    /// Looks a bundle up for a caller whose client (if any) must be allowed to see it.
+    pub(crate) fn visible_bundle<'s>(
+        &self,
+        state: &'s State,
+        caller: &Caller,
+        key: &BundleRef,
+        action: Action,
+    ) -> Result<&'s BundleState> {
+        let bundle = state
+            .bundles
+            .get(key)
+            .ok_or_else(|| AgentError::UnknownBundle {
+                bundle: key.to_string(),
+            })?;
+        if !state.client_sees(caller, key, bundle) {
+            return Err(denied(
+                caller,
+                action,
+                "the client was not granted this bundle, or it is addressed to another client",
+            ));
+        }
+        Ok(bundle)
+    }
+
+    pub(crate) fn stream_of<'s>(
+        bundle: &'s BundleState,
+        key: &BundleRef,
+        stream: StreamNo,
+    ) -> Result<&'s StreamMeta> {
+        bundle
+            .streams
+            .get(&stream.0)
+            .ok_or_else(|| AgentError::UnknownStream {
+                bundle: key.to_string(),
+                stream: stream.0,
+            })
+    }
+}
+
+pub(crate) fn denied(caller: &Caller, action: Action, reason: &'static str) -> AgentError {
+    AgentError::PermissionDenied {
+        caller: caller.to_string(),
+        action,
+        reason,
+    }
+}
+
+fn assemble_snapshot(parts: &[SnapshotPart]) -> Result<State> {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend_from_slice(&part.chunk);
+    }
+    let last = parts.last().ok_or_else(|| corrupt("empty snapshot"))?;
+    if bytes.len() as u64 != last.total_bytes {
+        return Err(AgentError::Decode(DecodeError::Inconsistent {
+            what: "snapshot",
+            detail: format!("{} bytes, header says {}", bytes.len(), last.total_bytes),
+        }));
+    }
+    let computed = crc32fast::hash(&bytes);
+    if computed != last.total_crc {
+        return Err(AgentError::Decode(DecodeError::BadChecksum {
+            stored: last.total_crc,
+            computed,
+        }));
+    }
+    Ok(State::decode_snapshot(&bytes)?)
+}

@@ -1,0 +1,65 @@
+//! pstream-agent: the persistent-streams agent data model on top of the pstream engine.
+//!
+//! This is what agent implementations embed (the paper's section 4; see
+//! `shared/MISSION.md`): users and their clients, bundles of streams with recipients,
+//! persistent and ephemeral data, owner-defined default permissions, store and forward
+//! with durable cursors, and an outbox to other agents. There is no network here: an agent
+//! implementation moves [`Envelope`]s between agents.
+//!
+//! # Model
+//! * [`Address`]: `[<client>:]<user>@<agent>`, parsed with typed errors ([`AddressError`]).
+//! * Every call names its [`Caller`]: a user acting directly, or one of its registered
+//!   clients, which sees only the bundles the user granted it (and, for bundles addressed to
+//!   one client of the user, only that client sees them).
+//! * A **bundle** ([`BundleRef`]: owner + id) has metadata, recipients, default permissions
+//!   ([`StreamDefaults`]) and streams. Recipients are informed once and accept or reject.
+//! * A **stream** ([`StreamNo`]) is discrete (sealed after writing) or continuous; only its
+//!   creator writes it. Its [`StreamPolicy`] gives the owner's ("internal") and everybody
+//!   else's ("external") [`Retention`] and whether recipients get it at all.
+//! * **Ephemeral** data is readable once per user: until the user acknowledges it. The
+//!   writer counts as having taken what it wrote, which is what makes a file-drop
+//!   submission unreadable to its author. Once every reader took a record, its space is
+//!   reclaimed (engine trim).
+//! * **Store and forward**: [`Agent::fetch`] pages "everything after a [`Position`]",
+//!   [`Agent::ack`] moves the durable cursor, [`Agent::subscribe`] pushes while connected.
+//! * **Outbox**: [`Agent::outbox_fetch`] / [`Agent::outbox_ack`] on the sending agent,
+//!   [`Agent::receive`] on the receiving one.
+//!
+//! # Durability
+//! Everything acknowledged is durable through the engine before the call returns: data in
+//! one engine stream per agent stream, metadata as change records in a system stream with
+//! periodic snapshots (see the `agent` module). [`Agent::open`] replays it exactly.
+
+#![deny(unsafe_code)]
+
+mod address;
+mod agent;
+mod api;
+mod change;
+mod codec;
+mod delivery;
+mod envelope;
+mod error;
+mod model;
+mod outbox;
+mod state;
+mod wire;
+
+pub use address::{
+    check_agent_name, check_name, Address, AddressError, Caller, NamePart, AGENT_NAME_MAX_BYTES,
+    BUNDLE_ID_MAX_BYTES, CLIENT_NAME_MAX_BYTES, METADATA_KEY_MAX_BYTES, USER_NAME_MAX_BYTES,
+};
+pub use agent::{Agent, AgentConfig, AgentStats, OpenReport, DATA_STREAM_LABEL, SYS_STREAM_LABEL};
+pub use change::SYS_RECORD_VERSION;
+pub use codec::DecodeError;
+pub use delivery::Subscription;
+pub use envelope::{Envelope, StreamDescriptor, ENVELOPE_VERSION};
+pub use error::{Action, AgentError, Result};
+pub use model::{
+    BundleInfo, BundleRef, Creators, Delivery, Event, Invitation, Metadata, Page, PageLimit,
+    Position, RecipientStatus, Retention, StreamDefaults, StreamInfo, StreamKind, StreamNo,
+    StreamPolicy, StreamSpec, CREATORS_MAX, METADATA_ENTRIES_MAX, METADATA_TOTAL_MAX_BYTES,
+    METADATA_VALUE_MAX_BYTES, RECIPIENTS_MAX, STREAM_LABEL_MAX_BYTES,
+};
+pub use outbox::{OutboxBatch, ReceiveReport};
+pub use state::SNAPSHOT_VERSION;

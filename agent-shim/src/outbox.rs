@@ -1,0 +1,660 @@
+//! The outbox to other agents, and the receiving side.
+//!
+//! Nothing is copied into the outbox: control envelopes (invitations, answers, seals,
+//! deletions, metadata) are derived from the change records and queued in the metadata;
+//! data is read straight from the streams after a durable *per-peer cursor*, which also
+//! holds back the trimming of ephemeral records until the peer acknowledged them. An agent
+//! implementation drains a peer's outbox with [`Agent::outbox_fetch`], delivers the
+//! envelopes, and on the peer's acknowledgement calls [`Agent::outbox_ack`]. The receiving
+//! agent's [`Agent::receive`] stores them durably before it returns, and is idempotent, so
+//! redelivery after a crash on either side is safe.
+
+use pmem_emul::Pmem;
+use pstream_engine::StreamId;
+
+use crate::address::{self, Address};
+use crate::agent::{Agent, Inner, DATA_STREAM_LABEL};
+use crate::api::check_metadata;
+use crate::change::{Change, ReaderKey, StreamCreated};
+use crate::envelope::{Envelope, StreamDescriptor};
+use crate::error::{AgentError, Result};
+use crate::model::{BundleRef, Metadata, PageLimit, StreamNo, STREAM_LABEL_MAX_BYTES};
+use crate::state::State;
+
+/// Envelopes for one peer, to be acknowledged with [`Agent::outbox_ack`] once the peer
+/// has stored them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxBatch {
+    pub peer: String,
+    pub envelopes: Vec<Envelope>,
+    control_through: Option<u64>,
+    cursors: Vec<(BundleRef, Vec<(u64, u64)>)>,
+}
+
+impl OutboxBatch {
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+}
+
+/// What [`Agent::receive`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveReport {
+    pub envelopes_applied: u64,
+    /// Envelopes already applied before (redelivery).
+    pub duplicates: u64,
+    pub records_stored: u64,
+    pub bytes_stored: u64,
+}
+
+fn protocol(peer: &str, detail: impl Into<String>) -> AgentError {
+    AgentError::Protocol {
+        peer: peer.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl<P: Pmem> Agent<P> {
+    /// Peer agents with something to send.
+    pub fn outbox_peers(&self) -> Vec<String> {
+        let inner = self.inner.lock();
+        let state = &inner.state;
+        let mut peers: Vec<String> = state
+            .peers
+            .iter()
+            .filter(|(_, o)| !o.queue.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for (key, bundle) in state.bundles.iter().filter(|(key, _)| state.is_local(key)) {
+            for peer in state.accepting_peers_of(bundle) {
+                if peers.contains(&peer) {
+                    continue;
+                }
+                let cursor = bundle.cursors.get(&ReaderKey::Peer(peer.clone()));
+                let pending =
+                    bundle
+                        .streams
+                        .iter()
+                        .filter(|(_, m)| m.policy.shared)
+                        .any(|(no, meta)| {
+                            let acked = cursor.and_then(|c| c.get(no)).copied().unwrap_or(0);
+                            self.bounds(meta).is_ok_and(|(_, next)| next > acked)
+                        });
+                if pending {
+                    tracing::trace!(bundle = %key, %peer, "data pending");
+                    peers.push(peer);
+                }
+            }
+        }
+        peers.sort();
+        peers
+    }
+
+    /// The next envelopes for `peer`: queued control envelopes first, then records of
+    /// shared streams of bundles a recipient there accepted, after the peer's cursor.
+    pub fn outbox_fetch(&self, peer: &str, limit: PageLimit) -> Result<OutboxBatch> {
+        address::check_agent_name(peer)?;
+        let inner = self.inner.lock();
+        let state = &inner.state;
+        let records_max = limit.records_max.max(1);
+        let mut batch = OutboxBatch {
+            peer: peer.to_owned(),
+            envelopes: Vec::new(),
+            control_through: None,
+            cursors: Vec::new(),
+        };
+        if let Some(outbox) = state.peers.get(peer) {
+            for (id, envelope) in outbox.queue.iter().take(records_max) {
+                batch.envelopes.push(envelope.clone());
+                batch.control_through = Some(*id);
+            }
+        }
+        let mut bytes = 0usize;
+        'bundles: for (key, bundle) in state.bundles.iter().filter(|(key, _)| state.is_local(key)) {
+            if !state.accepting_peers_of(bundle).contains(peer) {
+                continue;
+            }
+            let cursor = bundle.cursors.get(&ReaderKey::Peer(peer.to_owned()));
+            let mut advanced = Vec::new();
+            for (&no, meta) in bundle.streams.iter().filter(|(_, m)| m.policy.shared) {
+                let (first_seq, next_seq) = self.bounds(meta)?;
+                let mut seq = cursor
+                    .and_then(|c| c.get(&no))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(first_seq);
+                let start = seq;
+                let mut full = false;
+                while seq < next_seq {
+                    if batch.envelopes.len() >= records_max {
+                        full = true;
+                        break;
+                    }
+                    let payload = self.read_record(meta, seq)?;
+                    if !batch.envelopes.is_empty() && bytes + payload.len() > limit.bytes_max {
+                        full = true;
+                        break;
+                    }
+                    bytes += payload.len();
+                    batch.envelopes.push(Envelope::Data {
+                        bundle: key.clone(),
+                        stream: StreamNo(no),
+                        descriptor: meta.descriptor(),
+                        seq,
+                        payload,
+                    });
+                    seq += 1;
+                }
+                if seq > start {
+                    advanced.push((no, seq));
+                }
+                if full {
+                    if !advanced.is_empty() {
+                        batch.cursors.push((key.clone(), advanced));
+                    }
+                    break 'bundles;
+                }
+            }
+            if !advanced.is_empty() {
+                batch.cursors.push((key.clone(), advanced));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Records that the peer stored `batch`: its control envelopes leave the queue and the
+    /// peer's cursors advance, durably; ephemeral records everybody took are reclaimed.
+    pub fn outbox_ack(&self, batch: &OutboxBatch) -> Result<()> {
+        address::check_agent_name(&batch.peer)?;
+        let mut inner = self.inner.lock();
+        let state = &inner.state;
+        let peer = batch.peer.as_str();
+        if let Some(through) = batch.control_through {
+            let outbox = state
+                .peers
+                .get(peer)
+                .ok_or_else(|| AgentError::UnknownPeer {
+                    peer: peer.to_owned(),
+                })?;
+            if through >= outbox.next_id {
+                return Err(protocol(
+                    peer,
+                    format!("acknowledges control envelope {through}, never queued"),
+                ));
+            }
+        }
+        let control_progress = batch.control_through.is_some_and(|t| {
+            state
+                .peers
+                .get(peer)
+                .and_then(|o| o.queue.front())
+                .is_some_and(|(id, _)| *id <= t)
+        });
+        let mut cursors = Vec::new();
+        for (key, entries) in &batch.cursors {
+            let Some(bundle) = state.bundles.get(key) else {
+                continue;
+            };
+            let current = bundle.cursors.get(&ReaderKey::Peer(peer.to_owned()));
+            let mut kept = Vec::new();
+            for &(no, next_seq) in entries {
+                let Some(meta) = bundle.streams.get(&no) else {
+                    continue; // deleted since the fetch
+                };
+                let (_, tail) = self.bounds(meta)?;
+                if next_seq > tail {
+                    return Err(AgentError::AckBeyondTail {
+                        bundle: key.to_string(),
+                        stream: no,
+                        requested: next_seq,
+                        next_seq: tail,
+                    });
+                }
+                if next_seq > current.and_then(|c| c.get(&no)).copied().unwrap_or(0) {
+                    kept.push((no, next_seq));
+                }
+            }
+            if !kept.is_empty() {
+                cursors.push((key.clone(), kept));
+            }
+        }
+        if !control_progress && cursors.is_empty() {
+            return Ok(());
+        }
+        let touched: Vec<(BundleRef, Vec<u64>)> = cursors
+            .iter()
+            .map(|(key, entries)| (key.clone(), entries.iter().map(|e| e.0).collect()))
+            .collect();
+        let control_through = if control_progress {
+            batch.control_through
+        } else {
+            None
+        };
+        self.commit(
+            &mut inner,
+            Change::OutboxAcked {
+                peer: peer.to_owned(),
+                control_through,
+                cursors,
+            },
+        )?;
+        inner.counters.envelopes_sent += batch.envelopes.len() as u64;
+        for (key, streams) in touched {
+            self.trim_after(&mut inner, &key, Some(&streams));
+        }
+        Ok(())
+    }
+
+    /// Stores envelopes from the peer agent `from_peer`, durably, in order. Idempotent:
+    /// envelopes applied before are skipped. Envelopes the peer may not send (a bundle it
+    /// does not own, an answer for a recipient elsewhere) are refused before anything is
+    /// applied.
+    pub fn receive(&self, from_peer: &str, envelopes: &[Envelope]) -> Result<ReceiveReport> {
+        address::check_agent_name(from_peer)?;
+        let mut inner = self.inner.lock();
+        let agent = inner.state.agent.clone();
+        if from_peer == agent {
+            return Err(protocol(from_peer, "an agent does not send to itself"));
+        }
+        for envelope in envelopes {
+            if envelope.sender_agent() != from_peer {
+                return Err(protocol(
+                    from_peer,
+                    format!(
+                        "may not send {envelope:?}: it concerns {}",
+                        envelope.sender_agent()
+                    ),
+                ));
+            }
+            self.check_envelope(&inner.state, from_peer, envelope)?;
+        }
+        let mut report = ReceiveReport::default();
+        for envelope in envelopes {
+            let applied = self.receive_one(&mut inner, from_peer, envelope, &mut report)?;
+            if applied {
+                report.envelopes_applied += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        inner.counters.envelopes_received += envelopes.len() as u64;
+        Ok(report)
+    }
+
+    /// Stateless checks of one envelope (limits, addressing).
+    fn check_envelope(&self, state: &State, peer: &str, envelope: &Envelope) -> Result<()> {
+        match envelope {
+            Envelope::Invite {
+                recipient,
+                metadata,
+                ..
+            } => {
+                check_metadata(metadata)?;
+                if !state.is_local_address(recipient) {
+                    return Err(protocol(
+                        peer,
+                        format!("invitation for {recipient}, who is not here"),
+                    ));
+                }
+            }
+            Envelope::Response { bundle, .. } if !state.is_local(bundle) => {
+                return Err(protocol(
+                    peer,
+                    format!("answer about {bundle}, which is not ours"),
+                ));
+            }
+            Envelope::Metadata { metadata, .. } => check_metadata(metadata)?,
+            Envelope::Data {
+                descriptor,
+                payload,
+                ..
+            } => {
+                check_descriptor(peer, descriptor)?;
+                let max_bytes = self.log.max_payload_bytes();
+                if payload.len() > max_bytes {
+                    return Err(AgentError::PayloadTooLarge {
+                        len_bytes: payload.len(),
+                        max_bytes,
+                    });
+                }
+            }
+            Envelope::Sealed { descriptor, .. } => check_descriptor(peer, descriptor)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies one envelope; `false` when it was applied before.
+    fn receive_one(
+        &self,
+        inner: &mut Inner,
+        peer: &str,
+        envelope: &Envelope,
+        report: &mut ReceiveReport,
+    ) -> Result<bool> {
+        match envelope {
+            Envelope::Invite {
+                bundle,
+                recipient,
+                metadata,
+            } => self.receive_invite(inner, bundle, recipient, metadata),
+            Envelope::Response {
+                bundle,
+                recipient,
+                accepted,
+            } => {
+                let Some(state) = inner.state.bundles.get(bundle) else {
+                    return Err(protocol(
+                        peer,
+                        format!("answer about unknown bundle {bundle}"),
+                    ));
+                };
+                let Some(entry) = state.recipients.iter().find(|r| r.address == *recipient) else {
+                    return Ok(false); // no longer a recipient
+                };
+                let status = if *accepted {
+                    crate::RecipientStatus::Accepted
+                } else {
+                    crate::RecipientStatus::Rejected
+                };
+                if entry.status == status {
+                    return Ok(false);
+                }
+                let change = Change::Responded {
+                    bundle: bundle.clone(),
+                    recipient: recipient.clone(),
+                    accepted: *accepted,
+                };
+                self.commit(inner, change)?;
+                self.trim_after(inner, bundle, None);
+                Ok(true)
+            }
+            Envelope::Metadata { bundle, metadata } => {
+                let Some(state) = inner.state.bundles.get(bundle) else {
+                    return Ok(false);
+                };
+                if state.metadata == *metadata {
+                    return Ok(false);
+                }
+                self.commit(
+                    inner,
+                    Change::MetadataSet {
+                        bundle: bundle.clone(),
+                        metadata: metadata.clone(),
+                    },
+                )?;
+                Ok(true)
+            }
+            Envelope::RecipientRemoved { bundle, recipient } => {
+                let present = inner
+                    .state
+                    .bundles
+                    .get(bundle)
+                    .is_some_and(|b| b.recipients.iter().any(|r| r.address == *recipient));
+                if !present {
+                    return Ok(false);
+                }
+                let change = Change::MirrorRecipientRemoved {
+                    bundle: bundle.clone(),
+                    recipient: recipient.clone(),
+                };
+                self.commit(inner, change)?;
+                self.trim_after(inner, bundle, None);
+                Ok(true)
+            }
+            Envelope::Data {
+                bundle,
+                stream,
+                descriptor,
+                seq,
+                payload,
+            } => {
+                let stored =
+                    self.receive_data(inner, peer, bundle, *stream, descriptor, *seq, payload)?;
+                if stored {
+                    report.records_stored += 1;
+                    report.bytes_stored += payload.len() as u64;
+                }
+                Ok(stored)
+            }
+            Envelope::Sealed {
+                bundle,
+                stream,
+                descriptor,
+                record_count,
+            } => self.receive_sealed(inner, peer, bundle, *stream, descriptor, *record_count),
+            Envelope::StreamDeleted { bundle, stream } => {
+                let engine_id = inner
+                    .state
+                    .bundles
+                    .get(bundle)
+                    .and_then(|b| b.streams.get(&stream.0))
+                    .map(|m| m.engine_id);
+                let Some(engine_id) = engine_id else {
+                    return Ok(false);
+                };
+                self.commit(
+                    inner,
+                    Change::StreamDeleted {
+                        bundle: bundle.clone(),
+                        stream: stream.0,
+                    },
+                )?;
+                if let Err(error) = self.log.delete_stream(StreamId(engine_id)) {
+                    tracing::warn!(%error, "cannot delete a mirrored stream; open removes it");
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn receive_invite(
+        &self,
+        inner: &mut Inner,
+        bundle: &BundleRef,
+        recipient: &Address,
+        metadata: &Metadata,
+    ) -> Result<bool> {
+        let known = inner
+            .state
+            .bundles
+            .get(bundle)
+            .is_some_and(|b| b.recipients.iter().any(|r| r.address == *recipient));
+        if known {
+            return Ok(false);
+        }
+        let change = Change::MirrorInvited {
+            bundle: bundle.clone(),
+            recipient: recipient.clone(),
+            metadata: metadata.clone(),
+        };
+        self.commit(inner, change)?;
+        if inner.state.users.contains_key(recipient.user()) {
+            self.notify_invitations(inner, bundle, std::slice::from_ref(recipient));
+        } else {
+            // Nobody here by that name: answer no, so the owner stops holding data for it.
+            let change = Change::Responded {
+                bundle: bundle.clone(),
+                recipient: recipient.clone(),
+                accepted: false,
+            };
+            self.commit(inner, change)?;
+        }
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive_data(
+        &self,
+        inner: &mut Inner,
+        peer: &str,
+        bundle: &BundleRef,
+        stream: StreamNo,
+        descriptor: &StreamDescriptor,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let Some(state) = inner.state.bundles.get(bundle) else {
+            return Err(protocol(
+                peer,
+                format!("data for {bundle}, which was never shared with this agent"),
+            ));
+        };
+        let Some(meta) = state.streams.get(&stream.0) else {
+            // First record of a stream: the engine stream and its record come first, the
+            // change record naming them last (a crash before it leaves an orphan).
+            let engine_id = self.log.create_stream(DATA_STREAM_LABEL)?;
+            let stored = self
+                .log
+                .append(engine_id, payload)
+                .map_err(AgentError::from)
+                .and_then(|engine_seq| {
+                    debug_assert_eq!(engine_seq, 0);
+                    let created =
+                        mirror_stream(bundle, stream, engine_id, descriptor, None, Some(seq));
+                    self.commit(inner, Change::StreamCreated(created))
+                });
+            if let Err(error) = stored {
+                if let Err(delete_error) = self.log.delete_stream(engine_id) {
+                    tracing::warn!(%delete_error, "cannot delete an unrecorded engine stream; open removes it");
+                }
+                return Err(error);
+            }
+            self.after_mirror_append(inner, bundle, stream, seq);
+            return Ok(true);
+        };
+        if meta
+            .sealed_at
+            .is_some_and(|record_count| seq >= record_count)
+        {
+            return Err(protocol(
+                peer,
+                format!("{bundle} {stream}: record {seq} after the seal"),
+            ));
+        }
+        let engine_id = StreamId(meta.engine_id);
+        let (_, next_seq) = self.bounds(meta)?;
+        if meta.seq_base.is_none() {
+            self.commit(
+                inner,
+                Change::StreamRebased {
+                    bundle: bundle.clone(),
+                    stream: stream.0,
+                    seq_base: seq,
+                },
+            )?;
+        } else if seq < next_seq {
+            return Ok(false);
+        } else if seq > next_seq {
+            return Err(protocol(
+                peer,
+                format!("{bundle} {stream}: record {seq} leaves a gap after {next_seq}"),
+            ));
+        }
+        self.log.append(engine_id, payload)?;
+        self.after_mirror_append(inner, bundle, stream, seq);
+        Ok(true)
+    }
+
+    fn after_mirror_append(
+        &self,
+        inner: &mut Inner,
+        bundle: &BundleRef,
+        stream: StreamNo,
+        seq: u64,
+    ) {
+        inner.counters.records_appended += 1;
+        self.notify_data(inner, bundle, stream, seq..seq + 1);
+        self.trim_after(inner, bundle, Some(&[stream.0]));
+    }
+
+    fn receive_sealed(
+        &self,
+        inner: &mut Inner,
+        peer: &str,
+        bundle: &BundleRef,
+        stream: StreamNo,
+        descriptor: &StreamDescriptor,
+        record_count: u64,
+    ) -> Result<bool> {
+        let Some(state) = inner.state.bundles.get(bundle) else {
+            return Err(protocol(
+                peer,
+                format!("seal for {bundle}, which was never shared with this agent"),
+            ));
+        };
+        match state.streams.get(&stream.0) {
+            None => {
+                let engine_id = self.log.create_stream(DATA_STREAM_LABEL)?;
+                let created = mirror_stream(
+                    bundle,
+                    stream,
+                    engine_id,
+                    descriptor,
+                    Some(record_count),
+                    None,
+                );
+                if let Err(error) = self.commit(inner, Change::StreamCreated(created)) {
+                    if let Err(delete_error) = self.log.delete_stream(engine_id) {
+                        tracing::warn!(%delete_error, "cannot delete an unrecorded engine stream; open removes it");
+                    }
+                    return Err(error);
+                }
+            }
+            Some(meta) if meta.sealed_at.is_none() => {
+                let (_, next_seq) = self.bounds(meta)?;
+                if next_seq > record_count {
+                    return Err(protocol(
+                        peer,
+                        format!("{bundle} {stream}: sealed at {record_count}, holds {next_seq}"),
+                    ));
+                }
+                self.commit(
+                    inner,
+                    Change::StreamSealed {
+                        bundle: bundle.clone(),
+                        stream: stream.0,
+                        record_count,
+                    },
+                )?;
+            }
+            Some(_) => return Ok(false),
+        }
+        self.notify_sealed(inner, bundle, stream, record_count);
+        Ok(true)
+    }
+}
+
+fn check_descriptor(peer: &str, descriptor: &StreamDescriptor) -> Result<()> {
+    if descriptor.label.len() > STREAM_LABEL_MAX_BYTES {
+        return Err(AgentError::LabelTooLong {
+            len_bytes: descriptor.label.len(),
+            max_bytes: STREAM_LABEL_MAX_BYTES,
+        });
+    }
+    if !descriptor.policy.shared {
+        return Err(protocol(peer, "a private stream was forwarded"));
+    }
+    Ok(())
+}
+
+fn mirror_stream(
+    bundle: &BundleRef,
+    stream: StreamNo,
+    engine_id: StreamId,
+    descriptor: &StreamDescriptor,
+    sealed_at: Option<u64>,
+    seq_base: Option<u64>,
+) -> StreamCreated {
+    StreamCreated {
+        bundle: bundle.clone(),
+        stream: stream.0,
+        engine_id: engine_id.0,
+        creator: descriptor.creator.user_address(),
+        kind: descriptor.kind,
+        policy: descriptor.policy,
+        label: descriptor.label.clone(),
+        sealed_at,
+        seq_base,
+    }
+}
