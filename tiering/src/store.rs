@@ -1,0 +1,642 @@
+//! [`ColdStore`]: the cold directory at run time — what is there, reading records back,
+//! writing new files, deleting old ones, and statistics.
+//!
+//! Opening decides each directory entry by name and content:
+//!
+//! | entry                      | check                               | action                   |
+//! |----------------------------|-------------------------------------|--------------------------|
+//! | `seg-<gen>.pcold.tmp`      | none: never committed               | remove                   |
+//! | `seg-<gen>.pcold`          | trailer, header, footer all valid,  | adopt; its index is in   |
+//! |                            | and agreeing with the name          | the [`OpenReport`]       |
+//! | `seg-<gen>.pcold`          | any of those invalid                | rename to `.corrupt`,    |
+//! |                            |                                     | report as quarantined    |
+//! | `seg-<gen>.pcold.corrupt`  | none                                | report                   |
+//! | anything else              | none                                | ignore                   |
+//!
+//! A damaged final file is quarantined rather than deleted: by the write order it was complete
+//! when committed, so damage means media trouble, and it may be the only copy of its records.
+//! The engine decides with its segment table (see the crate documentation); it can delete
+//! quarantined files with [`ColdStore::purge_quarantined`]. An I/O error while opening is
+//! returned as is: a transient EIO must not look like damage.
+//!
+//! Data blocks are not read at open. Each record read verifies its block's checksums and the
+//! record's payload crc; [`ColdStore::verify`] checks a whole file.
+
+use std::collections::{HashMap, HashSet};
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::cache::BlockCache;
+use crate::error::{CorruptKind, Result, Structure, TieringError};
+use crate::format::{
+    classify_file_name, cold_file_name, corrupt_file_name, decode_block, decode_file_header,
+    decode_footer, decode_trailer, le_u32, mismatch, record_payload, temp_file_name, ColdFileIndex,
+    FileKind, RecordEntry, BLOCK_HEADER_BYTES, FILE_ALIGN_BYTES, FILE_HEADER_BYTES, TRAILER_BYTES,
+};
+use crate::io::{align_down_u64, align_up_u64, IoBuf, IoFile, SegmentIo, StreamShape};
+use crate::writer::{ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColdStoreConfig {
+    pub writer: ColdWriterConfig,
+    /// Bytes of decompressed blocks kept in DRAM.
+    pub cache_capacity_bytes: usize,
+    /// I/O size of sequential scans ([`ColdStore::scan_segment`], [`ColdStore::verify`]).
+    pub read_chunk_bytes: usize,
+    /// Reads in flight during a scan.
+    pub read_depth: usize,
+}
+
+impl Default for ColdStoreConfig {
+    fn default() -> ColdStoreConfig {
+        ColdStoreConfig {
+            writer: ColdWriterConfig::default(),
+            cache_capacity_bytes: 8 << 20,
+            read_chunk_bytes: 1 << 20,
+            read_depth: 8,
+        }
+    }
+}
+
+impl ColdStoreConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.writer.validate()?;
+        StreamShape {
+            chunk_bytes: self.read_chunk_bytes,
+            depth: self.read_depth,
+        }
+        .validate()
+    }
+}
+
+/// A cold file that failed validation at open and was moved out of the way.
+#[derive(Debug)]
+pub struct QuarantinedFile {
+    /// The name it had (`seg-<gen>.pcold`).
+    pub name: String,
+    pub segment_gen: u64,
+    pub error: TieringError,
+}
+
+/// What [`ColdStore::open`] found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Complete cold files, ascending by generation.
+    pub files: Vec<Arc<ColdFileIndex>>,
+    /// Temp files of interrupted migrations, removed.
+    pub removed_temp: Vec<String>,
+    /// Damaged final files, renamed to `.corrupt` (or left if even that failed).
+    pub quarantined: Vec<QuarantinedFile>,
+    /// `.corrupt` files from earlier opens, by generation.
+    pub corrupt_files: Vec<u64>,
+    /// Other names in the directory, left alone.
+    pub ignored: Vec<String>,
+}
+
+/// Counters of the cold tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ColdStats {
+    pub files: u64,
+    pub records: u64,
+    /// Bytes of cold files on SSD (headers, index and padding included).
+    pub bytes_stored: u64,
+    /// Bytes of record payloads in them.
+    pub bytes_uncompressed: u64,
+    pub migrations: u64,
+    pub write_errors: u64,
+    pub reads: u64,
+    pub read_errors: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    /// Bytes read from SSD by record reads and scans.
+    pub bytes_read: u64,
+}
+
+impl ColdStats {
+    /// Payload bytes per stored byte (above 1 when compression pays off).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.bytes_stored == 0 {
+            1.0
+        } else {
+            self.bytes_uncompressed as f64 / self.bytes_stored as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    migrations: AtomicU64,
+    write_errors: AtomicU64,
+    reads: AtomicU64,
+    read_errors: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+struct ColdFile<F> {
+    file: F,
+    name: String,
+    index: Arc<ColdFileIndex>,
+}
+
+/// The cold directory. All methods take `&self` and may run from many threads at once:
+/// readers share open files and the block cache; a migration holds no lock while it writes.
+pub struct ColdStore<I: SegmentIo> {
+    io: I,
+    config: ColdStoreConfig,
+    files: RwLock<HashMap<u64, Arc<ColdFile<I::File>>>>,
+    writing: Mutex<HashSet<u64>>,
+    cache: BlockCache,
+    counters: Counters,
+}
+
+impl<I: SegmentIo> ColdStore<I> {
+    /// Opens the cold directory served by `io`: removes temp files, validates every cold
+    /// file's trailer, header and footer, quarantines damaged ones, and returns the index of
+    /// every complete file (see the module documentation).
+    pub fn open(io: I, config: ColdStoreConfig) -> Result<(ColdStore<I>, OpenReport)> {
+        config.validate()?;
+        let store = ColdStore {
+            cache: BlockCache::new(config.cache_capacity_bytes),
+            io,
+            config,
+            files: RwLock::new(HashMap::new()),
+            writing: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+        };
+        let report = store.scan_directory()?;
+        Ok((store, report))
+    }
+
+    fn scan_directory(&self) -> Result<OpenReport> {
+        let mut report = OpenReport::default();
+        let mut changed = false;
+        for name in self.io.list()? {
+            match classify_file_name(&name) {
+                FileKind::Temp(_) => match self.io.remove(&name) {
+                    Ok(()) => {
+                        changed = true;
+                        report.removed_temp.push(name);
+                    }
+                    Err(error) => tracing::warn!(name, %error, "could not remove a temp file"),
+                },
+                FileKind::Cold(segment_gen) => match self.load(&name, segment_gen) {
+                    Ok(file) => {
+                        report.files.push(Arc::clone(&file.index));
+                        self.files.write().insert(segment_gen, Arc::new(file));
+                    }
+                    Err(error) if error.is_corruption() => {
+                        tracing::error!(name, %error, "damaged cold file, quarantined");
+                        let target = corrupt_file_name(segment_gen);
+                        if let Err(rename_error) = self.io.rename(&name, &target) {
+                            tracing::warn!(name, %rename_error, "could not quarantine");
+                        }
+                        changed = true;
+                        report.quarantined.push(QuarantinedFile {
+                            name,
+                            segment_gen,
+                            error,
+                        });
+                    }
+                    Err(error) => return Err(error),
+                },
+                FileKind::Corrupt(segment_gen) => report.corrupt_files.push(segment_gen),
+                FileKind::Other => report.ignored.push(name),
+            }
+        }
+        if changed {
+            // Not needed for correctness (a resurrected temp file is removed again); it keeps
+            // the next open from redoing the work.
+            if let Err(error) = self.io.sync_dir() {
+                tracing::warn!(%error, "directory sync after cleanup failed");
+            }
+        }
+        report.files.sort_by_key(|index| index.segment_gen());
+        Ok(report)
+    }
+
+    /// Opens and validates one final-named file without reading its data blocks.
+    fn load(&self, name: &str, segment_gen: u64) -> Result<ColdFile<I::File>> {
+        let file = self.io.open(name)?;
+        let file_len = self.io.file_len(&file)?;
+        if file_len < FILE_ALIGN_BYTES || file_len % FILE_ALIGN_BYTES != 0 {
+            let kind = CorruptKind::Mismatch {
+                structure: Structure::File,
+                field: "file length alignment",
+                expected: align_up_u64(file_len.max(1)),
+                found: file_len,
+            };
+            return Err(TieringError::Corrupt {
+                file: name.into(),
+                offset_bytes: file_len,
+                kind,
+            });
+        }
+        let trailer_at = file_len - TRAILER_BYTES as u64;
+        let (buf, skip) = self.read_range(&file, trailer_at, TRAILER_BYTES as u64)?;
+        let trailer_bytes = &buf.as_slice()[skip..skip + TRAILER_BYTES];
+        let trailer = decode_trailer(trailer_bytes).map_err(|e| e.in_file(name, trailer_at))?;
+        let paired = [
+            ("file_len_bytes", file_len, trailer.file_len_bytes),
+            ("segment_gen", segment_gen, trailer.segment_gen),
+        ];
+        for (field, expected, found) in paired {
+            if expected != found {
+                let structure = Structure::Trailer;
+                return Err(
+                    mismatch(0, structure, field, expected, found).in_file(name, trailer_at)
+                );
+            }
+        }
+        let (buf, skip) = self.read_range(&file, 0, FILE_HEADER_BYTES as u64)?;
+        let header = decode_file_header(&buf.as_slice()[skip..]).map_err(|e| e.in_file(name, 0))?;
+        drop(buf);
+        let footer_at = trailer.footer_offset;
+        let (buf, skip) = self.read_range(&file, footer_at, trailer.footer_len_bytes)?;
+        let footer_bytes = &buf.as_slice()[skip..skip + trailer.footer_len_bytes as usize];
+        let footer = decode_footer(footer_bytes, segment_gen, footer_at)
+            .map_err(|e| e.in_file(name, footer_at))?;
+        let footer_crc = le_u32(footer_bytes, footer_bytes.len() - 4);
+        let index = ColdFileIndex::assemble(header, &trailer, footer, footer_crc, file_len)
+            .map_err(|e| e.in_file(name, 0))?;
+        Ok(ColdFile {
+            file,
+            name: name.to_owned(),
+            index: Arc::new(index),
+        })
+    }
+
+    /// Reads `[offset, offset + len)` with an aligned read; returns the buffer and where the
+    /// range starts in it. Missing bytes are a `Truncated` corruption at the first one.
+    fn read_range(
+        &self,
+        file: &I::File,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) -> Result<(IoBuf, usize)> {
+        let start = align_down_u64(offset_bytes);
+        let end = align_up_u64(offset_bytes + len_bytes);
+        let span = (end - start) as usize;
+        let mut buf = self.io.alloc_buf(span);
+        buf.set_len(span);
+        let (result, buf) = self.io.read_at(file, buf, start);
+        let read = result?;
+        bump(&self.counters.bytes_read, read as u64);
+        let needed = (offset_bytes + len_bytes - start) as usize;
+        if read < needed {
+            let kind = CorruptKind::Truncated {
+                structure: Structure::File,
+                needed_bytes: needed as u64,
+                available_bytes: read as u64,
+            };
+            let offset_bytes = start + read as u64;
+            return Err(TieringError::Corrupt {
+                file: file.name().to_owned(),
+                offset_bytes,
+                kind,
+            });
+        }
+        Ok((buf, (offset_bytes - start) as usize))
+    }
+
+    /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`,
+    /// see [`ColdWriter::write`]) and starts serving it. On error nothing was committed that
+    /// the store or a later open would take as complete, except possibly a complete file
+    /// whose directory sync failed (an orphan the engine's recovery deletes).
+    pub fn write_segment<'r, R>(
+        &self,
+        source: &SourceSegment,
+        records: R,
+    ) -> Result<ColdSegmentHandle>
+    where
+        R: IntoIterator<Item = (u64, u64, &'r [u8])>,
+    {
+        let segment_gen = source.segment_gen;
+        let in_flight = self.files.read().contains_key(&segment_gen)
+            || !self.writing.lock().insert(segment_gen);
+        if in_flight {
+            return Err(TieringError::MigrationInProgress { segment_gen });
+        }
+        let result = self.write_and_adopt(source, records);
+        self.writing.lock().remove(&segment_gen);
+        match &result {
+            Ok(_) => bump(&self.counters.migrations, 1),
+            Err(error) => {
+                bump(&self.counters.write_errors, 1);
+                tracing::warn!(segment_gen, %error, "migration to the cold tier failed");
+            }
+        }
+        result
+    }
+
+    fn write_and_adopt<'r, R>(
+        &self,
+        source: &SourceSegment,
+        records: R,
+    ) -> Result<ColdSegmentHandle>
+    where
+        R: IntoIterator<Item = (u64, u64, &'r [u8])>,
+    {
+        let writer = ColdWriter::new(&self.io, self.config.writer.clone())?;
+        let (handle, index) = writer.write(source, records)?;
+        let name = cold_file_name(source.segment_gen);
+        let file = self.io.open(&name)?;
+        let cold = ColdFile {
+            file,
+            name,
+            index: Arc::new(index),
+        };
+        self.files
+            .write()
+            .insert(source.segment_gen, Arc::new(cold));
+        Ok(handle)
+    }
+
+    /// The index of a cold file, if the store serves it.
+    pub fn index(&self, segment_gen: u64) -> Option<Arc<ColdFileIndex>> {
+        self.files
+            .read()
+            .get(&segment_gen)
+            .map(|file| Arc::clone(&file.index))
+    }
+
+    /// Generations of every cold file served, ascending.
+    pub fn segment_gens(&self) -> Vec<u64> {
+        let mut gens: Vec<u64> = self.files.read().keys().copied().collect();
+        gens.sort_unstable();
+        gens
+    }
+
+    fn file(&self, segment_gen: u64) -> Result<Arc<ColdFile<I::File>>> {
+        let file = self.files.read().get(&segment_gen).cloned();
+        file.ok_or(TieringError::UnknownSegment { segment_gen })
+    }
+
+    /// The payload of record `seq` of `stream_id` in cold segment `segment_gen`: one block
+    /// read (or a cache hit), every checksum verified. Never blocks appends or other readers.
+    pub fn read_record(&self, segment_gen: u64, stream_id: u64, seq: u64) -> Result<Vec<u8>> {
+        bump(&self.counters.reads, 1);
+        let file = self.file(segment_gen)?;
+        let not_found = TieringError::RecordNotFound {
+            segment_gen,
+            stream_id,
+            seq,
+        };
+        let entry = *file.index.find(stream_id, seq).ok_or(not_found)?;
+        let result = self.block(&file, entry.block_no).and_then(|block| {
+            let block_at = file.index.blocks[entry.block_no as usize].offset_bytes;
+            let payload =
+                record_payload(&block, &entry).map_err(|e| e.in_file(&file.name, block_at))?;
+            Ok(payload.to_vec())
+        });
+        if let Err(error) = &result {
+            bump(&self.counters.read_errors, 1);
+            tracing::warn!(file = file.name, stream_id, seq, %error, "cold read failed");
+        }
+        result
+    }
+
+    /// A verified, decompressed block, from the cache or from SSD.
+    fn block(&self, file: &ColdFile<I::File>, block_no: u32) -> Result<Arc<Vec<u8>>> {
+        let segment_gen = file.index.segment_gen();
+        if let Some(block) = self.cache.get((segment_gen, block_no)) {
+            bump(&self.counters.cache_hits, 1);
+            return Ok(block);
+        }
+        bump(&self.counters.cache_misses, 1);
+        let entry = file.index.blocks[block_no as usize];
+        let (buf, skip) =
+            self.read_range(&file.file, entry.offset_bytes, entry.disk_len_bytes())?;
+        let bytes = &buf.as_slice()[skip..skip + entry.disk_len_bytes() as usize];
+        let block = decode_block(bytes, segment_gen, block_no)
+            .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
+        check_block_len(&file.name, &entry, block.len())?;
+        let block = Arc::new(block);
+        self.cache
+            .insert((segment_gen, block_no), Arc::clone(&block));
+        Ok(block)
+    }
+
+    /// Reads a whole cold file sequentially (chunked, several reads in flight, bypassing the
+    /// cache) and calls `visit` for every record in file order, verified. Returns the number
+    /// of records visited.
+    pub fn scan_segment<F>(&self, segment_gen: u64, mut visit: F) -> Result<u64>
+    where
+        F: FnMut(&RecordEntry, &[u8]),
+    {
+        let file = self.file(segment_gen)?;
+        let result = self.scan_file(&file, &mut visit);
+        if let Err(error) = &result {
+            bump(&self.counters.read_errors, 1);
+            tracing::warn!(file = file.name, %error, "cold scan failed");
+        }
+        result
+    }
+
+    fn scan_file<F>(&self, file: &ColdFile<I::File>, visit: &mut F) -> Result<u64>
+    where
+        F: FnMut(&RecordEntry, &[u8]),
+    {
+        let index = &file.index;
+        // Records in file order: by block, then by position in the block.
+        let mut order: Vec<&RecordEntry> = index.records.iter().collect();
+        order.sort_unstable_by_key(|record| (record.block_no, record.offset_in_block));
+        let mut next_record = 0usize;
+        let data_end = index.footer_offset;
+        let chunk_bytes = self.config.read_chunk_bytes as u64;
+        let mut staged: Vec<u8> = Vec::new();
+        // File offset of staged[0], and of the next chunk to read.
+        let mut staged_at = 0u64;
+        let mut read_at = 0u64;
+        let mut block_no = 0usize;
+        while block_no < index.blocks.len() {
+            let mut requests = Vec::with_capacity(self.config.read_depth);
+            while requests.len() < self.config.read_depth && read_at < data_end {
+                let len = chunk_bytes.min(align_up_u64(data_end) - read_at) as usize;
+                let mut buf = self.io.alloc_buf(len);
+                buf.set_len(len);
+                requests.push((read_at, buf));
+                read_at += len as u64;
+            }
+            if requests.is_empty() {
+                let kind = CorruptKind::Truncated {
+                    structure: Structure::BlockPayload,
+                    needed_bytes: index.blocks[block_no].disk_len_bytes(),
+                    available_bytes: 0,
+                };
+                let offset_bytes = index.blocks[block_no].offset_bytes;
+                return Err(TieringError::Corrupt {
+                    file: file.name.clone(),
+                    offset_bytes,
+                    kind,
+                });
+            }
+            for (request_at, (result, buf)) in requests
+                .iter()
+                .map(|(at, _)| *at)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .zip(self.io.read_batch(&file.file, requests))
+            {
+                let read = result?;
+                bump(&self.counters.bytes_read, read as u64);
+                let wanted = buf
+                    .len()
+                    .min((data_end.saturating_sub(request_at)) as usize);
+                if read < wanted {
+                    let kind = CorruptKind::Truncated {
+                        structure: Structure::File,
+                        needed_bytes: wanted as u64,
+                        available_bytes: read as u64,
+                    };
+                    let offset_bytes = request_at + read as u64;
+                    return Err(TieringError::Corrupt {
+                        file: file.name.clone(),
+                        offset_bytes,
+                        kind,
+                    });
+                }
+                staged.extend_from_slice(&buf.as_slice()[..read]);
+            }
+            // Decode every block now fully staged.
+            while let Some(entry) = index.blocks.get(block_no) {
+                let start = (entry.offset_bytes - staged_at) as usize;
+                let end = start + entry.disk_len_bytes() as usize;
+                let Some(bytes) = staged.get(start..end) else {
+                    break;
+                };
+                let block = decode_block(bytes, index.segment_gen(), block_no as u32)
+                    .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
+                check_block_len(&file.name, entry, block.len())?;
+                while let Some(record) = order
+                    .get(next_record)
+                    .filter(|r| r.block_no as usize == block_no)
+                {
+                    let payload = record_payload(&block, record)
+                        .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
+                    visit(record, payload);
+                    next_record += 1;
+                }
+                block_no += 1;
+            }
+            // Drop what was consumed.
+            let consumed_to = index
+                .blocks
+                .get(block_no)
+                .map_or(read_at, |entry| entry.offset_bytes);
+            let consumed = (consumed_to - staged_at) as usize;
+            staged.drain(..consumed.min(staged.len()));
+            staged_at += consumed as u64;
+        }
+        debug_assert_eq!(next_record, order.len());
+        Ok(next_record as u64)
+    }
+
+    /// Reads and verifies every block and record of a cold file; returns the record count.
+    pub fn verify(&self, segment_gen: u64) -> Result<u64> {
+        self.scan_segment(segment_gen, |_, _| {})
+    }
+
+    /// Stops serving `segment_gen` and deletes its file (then syncs the directory). Readers
+    /// that already hold the file finish their reads. If the directory sync fails the error
+    /// is returned; after a crash the file may then reappear, and is reported by `open` as a
+    /// cold file the engine no longer references (an orphan to delete again).
+    pub fn delete(&self, segment_gen: u64) -> Result<()> {
+        let file = self.file(segment_gen)?;
+        self.io.remove(&file.name)?;
+        self.files.write().remove(&segment_gen);
+        self.cache.invalidate_segment(segment_gen);
+        self.io.sync_dir()
+    }
+
+    /// Removes whatever file of `segment_gen` is in the directory (final or temp name) without
+    /// it being served: for recovery, when the engine's segment table says the
+    /// persistent-memory copy is authoritative, and after an abandoned migration. Returns
+    /// whether anything was removed; syncs the directory if so.
+    pub fn discard_orphan(&self, segment_gen: u64) -> Result<bool> {
+        if self.files.read().contains_key(&segment_gen) {
+            self.delete(segment_gen)?;
+            return Ok(true);
+        }
+        let mut removed = false;
+        for name in [cold_file_name(segment_gen), temp_file_name(segment_gen)] {
+            match self.io.remove(&name) {
+                Ok(()) => removed = true,
+                Err(TieringError::Fs { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if removed {
+            self.io.sync_dir()?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every quarantined (`.corrupt`) file; returns how many.
+    pub fn purge_quarantined(&self) -> Result<usize> {
+        let mut removed = 0;
+        for name in self.io.list()? {
+            if let FileKind::Corrupt(_) = classify_file_name(&name) {
+                self.io.remove(&name)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.io.sync_dir()?;
+        }
+        Ok(removed)
+    }
+
+    pub fn stats(&self) -> ColdStats {
+        let files = self.files.read();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ColdStats {
+            files: files.len() as u64,
+            records: files.values().map(|file| file.index.record_count()).sum(),
+            bytes_stored: files.values().map(|file| file.index.file_len_bytes).sum(),
+            bytes_uncompressed: files.values().map(|file| file.index.payload_bytes).sum(),
+            migrations: load(&self.counters.migrations),
+            write_errors: load(&self.counters.write_errors),
+            reads: load(&self.counters.reads),
+            read_errors: load(&self.counters.read_errors),
+            cache_hits: load(&self.counters.cache_hits),
+            cache_misses: load(&self.counters.cache_misses),
+            cache_bytes: self.cache.used_bytes() as u64,
+            bytes_read: load(&self.counters.bytes_read),
+        }
+    }
+
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
+    pub fn config(&self) -> &ColdStoreConfig {
+        &self.config
+    }
+}
+
+fn check_block_len(file: &str, entry: &crate::format::BlockEntry, len: usize) -> Result<()> {
+    if len == entry.uncompressed_len as usize {
+        return Ok(());
+    }
+    let (expected, found) = (u64::from(entry.uncompressed_len), len as u64);
+    let error = mismatch(
+        0,
+        Structure::BlockHeader,
+        "uncompressed_len",
+        expected,
+        found,
+    );
+    Err(error.in_file(file, entry.offset_bytes))
+}
+
+const _: () = assert!(BLOCK_HEADER_BYTES < FILE_ALIGN_BYTES as usize);
