@@ -21,6 +21,10 @@ pub struct StreamModel {
     pub first_seq: u64,
     /// Payloads of seqs `first_seq..`, acknowledged.
     pub acked: Vec<Vec<u8>>,
+    /// Seqs below `next_seq` whose payload is not known yet: a later append was
+    /// acknowledged (implying this one is durable) before this one's own ack was recorded.
+    /// Its payload must be one of the in-flight ones.
+    pub placeholder_seqs: std::collections::BTreeSet<u64>,
 }
 
 impl StreamModel {
@@ -134,20 +138,29 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
                 pending.len()
             ));
         }
+        // In-flight records may land in any order across concurrent operations: match them
+        // as a multiset against the in-flight payloads of this stream.
+        let mut unmatched: Vec<&[u8]> = pending.clone();
         for seq in first..next {
             let record = log.read(*id, seq).map_err(|e| format!("read {id}/{seq}: {e}"))?;
-            let expected: &[u8] = if seq < acked_next {
-                &stream.acked[(seq - stream.first_seq) as usize]
+            let known = seq < acked_next && !stream.placeholder_seqs.contains(&seq);
+            if known {
+                let expected = &stream.acked[(seq - stream.first_seq) as usize];
+                if record.payload() != expected.as_slice() {
+                    return Err(format!(
+                        "stream {id} seq {seq}: payload {} bytes differs from acknowledged {} bytes",
+                        record.payload().len(),
+                        expected.len()
+                    ));
+                }
             } else {
-                // In-flight records of one stream land in order: a prefix of the pending ones.
-                pending[(seq - acked_next) as usize]
-            };
-            if record.payload() != expected {
-                return Err(format!(
-                    "stream {id} seq {seq}: payload {} bytes differs from expected {} bytes",
-                    record.payload().len(),
-                    expected.len()
-                ));
+                let Some(position) = unmatched.iter().position(|p| *p == record.payload()) else {
+                    return Err(format!(
+                        "stream {id} seq {seq}: payload of {} bytes matches no in-flight append",
+                        record.payload().len()
+                    ));
+                };
+                unmatched.swap_remove(position);
             }
         }
         let iterated = log.iter(*id, first).map_err(|e| e.to_string())?.count() as u64;
