@@ -30,44 +30,83 @@ pub enum PmemError {
     AlreadyExists { path: PathBuf },
 
     /// The data region is smaller than the minimum (one page).
-    #[error("pool {path}: data region of {data_len_bytes} bytes is too small (minimum {min_bytes})")]
-    TooSmall { path: PathBuf, data_len_bytes: u64, min_bytes: u64 },
+    #[error(
+        "pool {path}: data region of {data_len_bytes} bytes is too small (minimum {min_bytes})"
+    )]
+    TooSmall {
+        path: PathBuf,
+        data_len_bytes: u64,
+        min_bytes: u64,
+    },
 
     /// The data region is larger than this build supports.
-    #[error("pool {path}: data region of {data_len_bytes} bytes is too large (maximum {max_bytes})")]
-    TooLarge { path: PathBuf, data_len_bytes: u64, max_bytes: u64 },
+    #[error(
+        "pool {path}: data region of {data_len_bytes} bytes is too large (maximum {max_bytes})"
+    )]
+    TooLarge {
+        path: PathBuf,
+        data_len_bytes: u64,
+        max_bytes: u64,
+    },
 
     /// The data region is not a whole number of pages.
     #[error(
         "pool {path}: data region of {data_len_bytes} bytes is not a multiple of the page size \
          ({page_size_bytes} bytes)"
     )]
-    NotPageMultiple { path: PathBuf, data_len_bytes: u64, page_size_bytes: u64 },
+    NotPageMultiple {
+        path: PathBuf,
+        data_len_bytes: u64,
+        page_size_bytes: u64,
+    },
 
     /// The file does not start with the pool magic: it is not a pstream pool.
-    #[error("pool {path}: wrong magic {found:02x?} (expected {expected:02x?}): not a pstream pool")]
-    WrongMagic { path: PathBuf, found: [u8; 8], expected: [u8; 8] },
+    #[error(
+        "pool {path}: wrong magic {found:02x?} (expected {expected:02x?}): not a pstream pool"
+    )]
+    WrongMagic {
+        path: PathBuf,
+        found: [u8; 8],
+        expected: [u8; 8],
+    },
 
     /// The pool was written by a format version this build cannot read.
     #[error("pool {path}: unsupported format version {found} (this build reads {supported})")]
-    UnsupportedVersion { path: PathBuf, found: u32, supported: u32 },
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 
     /// The header checksum does not match its contents: the header is corrupt.
     #[error(
         "pool {path}: header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
     )]
-    HeaderChecksum { path: PathBuf, stored: u32, computed: u32 },
+    HeaderChecksum {
+        path: PathBuf,
+        stored: u32,
+        computed: u32,
+    },
 
     /// A header field has a value the format does not allow (its checksum was correct).
     #[error("pool {path}: invalid header field {field} = {value}: {reason}")]
-    HeaderField { path: PathBuf, field: &'static str, value: u64, reason: &'static str },
+    HeaderField {
+        path: PathBuf,
+        field: &'static str,
+        value: u64,
+        reason: &'static str,
+    },
 
     /// The file length differs from what its header records (or is shorter than a header).
     #[error(
         "pool {path}: file is {actual_file_bytes} bytes but should be {expected_file_bytes} \
          (truncated or extended behind pstream's back)"
     )]
-    Truncated { path: PathBuf, expected_file_bytes: u64, actual_file_bytes: u64 },
+    Truncated {
+        path: PathBuf,
+        expected_file_bytes: u64,
+        actual_file_bytes: u64,
+    },
 
     /// The file cannot be opened for writing (mode bits, immutable flag, read-only mount).
     #[error("pool {path}: cannot open for reading and writing (read-only or permission denied)")]
@@ -168,7 +207,11 @@ mod tests {
         let errors = [
             PmemError::PathMissing { path: path.into() },
             PmemError::AlreadyOpen { path: path.into() },
-            PmemError::TooSmall { path: path.into(), data_len_bytes: 0, min_bytes: 4096 },
+            PmemError::TooSmall {
+                path: path.into(),
+                data_len_bytes: 0,
+                min_bytes: 4096,
+            },
             PmemError::Truncated {
                 path: path.into(),
                 expected_file_bytes: 8192,
@@ -200,10 +243,19 @@ mod tests {
     fn io_errors_are_classified() {
         let path = Path::new("/p");
         let missing = io::Error::from(io::ErrorKind::NotFound);
-        assert!(matches!(PmemError::from_io(path, "open", missing), PmemError::PathMissing { .. }));
+        assert!(matches!(
+            PmemError::from_io(path, "open", missing),
+            PmemError::PathMissing { .. }
+        ));
         let rofs = io::Error::from_raw_os_error(libc::EROFS);
-        assert!(matches!(PmemError::from_io(path, "open", rofs), PmemError::ReadOnly { .. }));
+        assert!(matches!(
+            PmemError::from_io(path, "open", rofs),
+            PmemError::ReadOnly { .. }
+        ));
         let eio = io::Error::from_raw_os_error(libc::EIO);
-        assert!(matches!(PmemError::from_io(path, "fsync", eio), PmemError::Io { op: "fsync", .. }));
+        assert!(matches!(
+            PmemError::from_io(path, "fsync", eio),
+            PmemError::Io { op: "fsync", .. }
+        ));
     }
 }

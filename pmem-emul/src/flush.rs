@@ -70,10 +70,16 @@ impl FlushInstruction {
             "clwb" => FlushInstruction::Clwb,
             "clflushopt" => FlushInstruction::Clflushopt,
             "clflush" => FlushInstruction::Clflush,
-            _ => return Err(FlushOverrideError::Unknown { value: value.to_owned() }),
+            _ => {
+                return Err(FlushOverrideError::Unknown {
+                    value: value.to_owned(),
+                })
+            }
         };
         if !instruction.is_supported() {
-            return Err(FlushOverrideError::Unsupported { value: value.trim().to_owned() });
+            return Err(FlushOverrideError::Unsupported {
+                value: value.trim().to_owned(),
+            });
         }
         Ok(instruction)
     }
@@ -173,7 +179,11 @@ pub unsafe fn copy_nt(instruction: FlushInstruction, dst: *mut u8, src: *const u
         return;
     }
     let misalignment = (dst as usize) % CACHE_LINE_BYTES;
-    let head_len = if misalignment == 0 { 0 } else { (CACHE_LINE_BYTES - misalignment).min(len) };
+    let head_len = if misalignment == 0 {
+        0
+    } else {
+        (CACHE_LINE_BYTES - misalignment).min(len)
+    };
     let body_len = (len - head_len) / CACHE_LINE_BYTES * CACHE_LINE_BYTES;
     let tail_len = len - head_len - body_len;
     assert_eq!(head_len + body_len + tail_len, len);
@@ -224,7 +234,11 @@ mod cpu {
                 use core::arch::x86_64::__cpuid_count;
                 let max_leaf = __cpuid_count(0, 0).eax;
                 let leaf1 = __cpuid_count(1, 0);
-                let leaf7 = if max_leaf >= 7 { Some(__cpuid_count(7, 0)) } else { None };
+                let leaf7 = if max_leaf >= 7 {
+                    Some(__cpuid_count(7, 0))
+                } else {
+                    None
+                };
                 (max_leaf, leaf1, leaf7)
             };
             debug_assert!(max_leaf >= 1);
@@ -403,7 +417,11 @@ mod tests {
         let detected = FlushInstruction::detect();
         assert!(detected.is_supported());
         if cfg!(target_arch = "x86_64") {
-            assert_ne!(detected, FlushInstruction::Msync, "every x86-64 CPU has clflush");
+            assert_ne!(
+                detected,
+                FlushInstruction::Msync,
+                "every x86-64 CPU has clflush"
+            );
         }
     }
 
@@ -416,7 +434,12 @@ mod tests {
             }
         }
         let error = FlushInstruction::from_override("clfoo").unwrap_err();
-        assert_eq!(error, FlushOverrideError::Unknown { value: "clfoo".into() });
+        assert_eq!(
+            error,
+            FlushOverrideError::Unknown {
+                value: "clfoo".into()
+            }
+        );
         assert!(error.to_string().contains("PSTREAM_FLUSH"));
         assert!(FlushInstruction::from_override("msync").is_err());
         assert!(FlushInstruction::from_override("").is_err());
@@ -440,7 +463,9 @@ mod tests {
         let src: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 3) as u8).collect();
         for instruction in supported() {
             for dst_offset in [0usize, 1, 8, 16, 31, 32, 63] {
-                for len in [0usize, 1, 15, 16, 63, 64, 65, 127, 128, 129, 200, 1000, 2048] {
+                for len in [
+                    0usize, 1, 15, 16, 63, 64, 65, 127, 128, 129, 200, 1000, 2048,
+                ] {
                     for src_offset in [0usize, 3] {
                         let mut dst = vec![0xEEu8; 2400];
                         // Align the destination's reference point to a cache line.

@@ -59,7 +59,10 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        PoolOptions { durability: Durability::Process, try_dax: true }
+        PoolOptions {
+            durability: Durability::Process,
+            try_dax: true,
+        }
     }
 }
 
@@ -100,7 +103,10 @@ enum Mapping {
     /// A `libc::mmap` with `MAP_SYNC`.
     Dax(DaxMap),
     /// An ordinary shared mapping; `base` was taken from it with `as_mut_ptr`.
-    Emulated { map: memmap2::MmapMut, base: NonNull<u8> },
+    Emulated {
+        map: memmap2::MmapMut,
+        base: NonNull<u8>,
+    },
 }
 
 /// A `MAP_SYNC` mapping, unmapped on drop.
@@ -129,11 +135,17 @@ impl Mapping {
             Mapping::Dax(dax) => {
                 check_range(offset, len, dax.len_bytes);
                 let start = offset & !(page_size_bytes - 1);
-                let end = (offset + len).next_multiple_of(page_size_bytes).min(dax.len_bytes);
+                let end = (offset + len)
+                    .next_multiple_of(page_size_bytes)
+                    .min(dax.len_bytes);
                 // SAFETY: `start` is page aligned and `[start, end)` lies inside the mapping,
                 // which stays mapped while `self` lives.
                 let rc = unsafe {
-                    libc::msync(dax.base.as_ptr().add(start).cast(), end - start, libc::MS_SYNC)
+                    libc::msync(
+                        dax.base.as_ptr().add(start).cast(),
+                        end - start,
+                        libc::MS_SYNC,
+                    )
                 };
                 if rc == 0 {
                     Ok(())
@@ -237,7 +249,10 @@ impl MmapPool {
             std::fs::metadata(path).map_err(|error| PmemError::from_io(path, "stat", error))?;
         if !metadata.is_file() {
             let kind = file_kind(&metadata.file_type());
-            return Err(PmemError::NotRegularFile { path: path.to_path_buf(), kind });
+            return Err(PmemError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind,
+            });
         }
         let flush_instruction = select_flush(path)?;
         let file = OpenOptions::new()
@@ -278,7 +293,11 @@ impl MmapPool {
         // SAFETY: `flock` on a descriptor this pool owns; no memory is involved.
         let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
         if rc != 0 {
-            return Err(PmemError::from_io(&path, "flock(LOCK_UN)", io::Error::last_os_error()));
+            return Err(PmemError::from_io(
+                &path,
+                "flock(LOCK_UN)",
+                io::Error::last_os_error(),
+            ));
         }
         tracing::debug!(path = %path.display(), "closed pool");
         Ok(())
@@ -323,7 +342,11 @@ impl MmapPool {
             return Err(too_large());
         }
         let data_len_bytes = map_len_bytes - POOL_HEADER_BYTES;
-        let mapping = if opts.try_dax { map_dax(&file, path, map_len_bytes)? } else { None };
+        let mapping = if opts.try_dax {
+            map_dax(&file, path, map_len_bytes)?
+        } else {
+            None
+        };
         let mapping = match mapping {
             Some(mapping) => mapping,
             None => map_emulated(&file, path, map_len_bytes)?,
@@ -351,7 +374,9 @@ impl MmapPool {
         };
         // Paired assertion: the mapped header is the one we validated.
         debug_assert_eq!(
-            PoolHeader::decode(pool.header_bytes()).ok().map(|h| h.data_len_bytes),
+            PoolHeader::decode(pool.header_bytes())
+                .ok()
+                .map(|h| h.data_len_bytes),
             Some(header.data_len_bytes)
         );
         Ok(pool)
@@ -396,7 +421,10 @@ impl MmapPool {
         let result = mapping.sync_range(POOL_HEADER_BYTES + offset, len, self.page_size_bytes);
         if let Err(error) = result {
             // IMPORTANT: never return from a flush whose data did not reach the device.
-            panic!("pool {}: msync failed, data is not durable: {error}", self.path.display());
+            panic!(
+                "pool {}: msync failed, data is not durable: {error}",
+                self.path.display()
+            );
         }
     }
 }
@@ -418,7 +446,11 @@ impl Pmem for MmapPool {
     #[inline]
     fn read_u64(&self, offset: usize) -> u64 {
         check_range(offset, ATOMIC_STORE_BYTES, self.data_len_bytes);
-        assert_eq!(offset % ATOMIC_STORE_BYTES, 0, "read_u64 at unaligned offset {offset}");
+        assert_eq!(
+            offset % ATOMIC_STORE_BYTES,
+            0,
+            "read_u64 at unaligned offset {offset}"
+        );
         // SAFETY: the word is inside the mapping and 8-byte aligned (the mapping is page
         // aligned and the header a whole number of pages); all concurrent accesses to it are
         // atomic by the `Pmem` contract.
@@ -443,7 +475,11 @@ impl Pmem for MmapPool {
     #[inline]
     fn write_u64(&self, offset: usize, value: u64) {
         check_range(offset, ATOMIC_STORE_BYTES, self.data_len_bytes);
-        assert_eq!(offset % ATOMIC_STORE_BYTES, 0, "write_u64 at unaligned offset {offset}");
+        assert_eq!(
+            offset % ATOMIC_STORE_BYTES,
+            0,
+            "write_u64 at unaligned offset {offset}"
+        );
         // SAFETY: as in `read_u64`.
         let word = unsafe { AtomicU64::from_ptr(self.data_ptr(offset).cast::<u64>()) };
         word.store(value.to_le(), Ordering::Release);
@@ -454,7 +490,14 @@ impl Pmem for MmapPool {
         check_range(offset, data.len(), self.data_len_bytes);
         // SAFETY: the destination is inside the mapping and disjoint from `data` (as in
         // `write`); the flush instruction was checked to be supported when the pool opened.
-        unsafe { flush::copy_nt(self.instruction, self.data_ptr(offset), data.as_ptr(), data.len()) };
+        unsafe {
+            flush::copy_nt(
+                self.instruction,
+                self.data_ptr(offset),
+                data.as_ptr(),
+                data.len(),
+            )
+        };
         if self.msync_on_flush {
             self.sync_data_range(offset, data.len());
         }
@@ -499,8 +542,10 @@ fn page_size_bytes() -> usize {
 }
 
 fn select_flush(path: &Path) -> Result<FlushInstruction, PmemError> {
-    FlushInstruction::select()
-        .map_err(|source| PmemError::FlushOverride { path: path.to_path_buf(), source })
+    FlushInstruction::select().map_err(|source| PmemError::FlushOverride {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn file_kind(file_type: &std::fs::FileType) -> &'static str {
@@ -530,7 +575,9 @@ fn lock(file: &File, path: &Path) -> Result<(), PmemError> {
     }
     let error = io::Error::last_os_error();
     if error.kind() == io::ErrorKind::WouldBlock {
-        Err(PmemError::AlreadyOpen { path: path.to_path_buf() })
+        Err(PmemError::AlreadyOpen {
+            path: path.to_path_buf(),
+        })
     } else {
         Err(PmemError::from_io(path, "flock", error))
     }
@@ -539,8 +586,10 @@ fn lock(file: &File, path: &Path) -> Result<(), PmemError> {
 /// Gives a freshly created, locked file its length and header and makes both durable.
 fn write_new_pool(file: &File, path: &Path, header: &PoolHeader) -> Result<(), PmemError> {
     let io_error = |op| move |error| PmemError::from_io(path, op, error);
-    file.set_len(header.file_len_bytes()).map_err(io_error("set_len"))?;
-    file.write_all_at(&header.encode(), 0).map_err(io_error("write header"))?;
+    file.set_len(header.file_len_bytes())
+        .map_err(io_error("set_len"))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(io_error("write header"))?;
     // IMPORTANT: fsync the file (header and length), then its directory (the new name).
     file.sync_all().map_err(io_error("fsync"))?;
     let parent = match path.parent() {
@@ -548,7 +597,9 @@ fn write_new_pool(file: &File, path: &Path, header: &PoolHeader) -> Result<(), P
         _ => Path::new("."),
     };
     let directory = File::open(parent).map_err(io_error("open parent directory"))?;
-    directory.sync_all().map_err(io_error("fsync parent directory"))
+    directory
+        .sync_all()
+        .map_err(io_error("fsync parent directory"))
 }
 
 /// Reads and decodes the header page of an open pool file of `file_len_bytes`.
@@ -592,7 +643,10 @@ fn map_dax(file: &File, path: &Path, map_len_bytes: usize) -> Result<Option<Mapp
         };
     }
     match NonNull::new(base.cast::<u8>()) {
-        Some(base) => Ok(Some(Mapping::Dax(DaxMap { base, len_bytes: map_len_bytes }))),
+        Some(base) => Ok(Some(Mapping::Dax(DaxMap {
+            base,
+            len_bytes: map_len_bytes,
+        }))),
         None => unreachable!("mmap returned a null mapping without MAP_FIXED"),
     }
 }

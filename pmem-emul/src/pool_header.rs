@@ -81,7 +81,12 @@ pub struct PoolHeader {
 impl PoolHeader {
     /// A current-version header for a data region of `data_len_bytes`.
     pub fn new(data_len_bytes: u64, page_size_bytes: u32) -> Self {
-        PoolHeader { version: POOL_VERSION, data_len_bytes, page_size_bytes, flags: 0 }
+        PoolHeader {
+            version: POOL_VERSION,
+            data_len_bytes,
+            page_size_bytes,
+            flags: 0,
+        }
     }
 
     /// Bytes the whole pool file must have: header page plus data region.
@@ -124,7 +129,11 @@ impl PoolHeader {
         };
         let magic: [u8; 8] = array_at(page, MAGIC_OFFSET);
         if magic != POOL_MAGIC {
-            return Err(PmemError::WrongMagic { path, found: magic, expected: POOL_MAGIC });
+            return Err(PmemError::WrongMagic {
+                path,
+                found: magic,
+                expected: POOL_MAGIC,
+            });
         }
         let version = u32::from_le_bytes(array_at(page, VERSION_OFFSET));
         if version != POOL_VERSION {
@@ -137,7 +146,11 @@ impl PoolHeader {
         let stored = u32::from_le_bytes(array_at(page, CRC_OFFSET));
         let computed = page_crc(page);
         if stored != computed {
-            return Err(PmemError::HeaderChecksum { path, stored, computed });
+            return Err(PmemError::HeaderChecksum {
+                path,
+                stored,
+                computed,
+            });
         }
         let header_len = u32::from_le_bytes(array_at(page, HEADER_LEN_OFFSET));
         let header = PoolHeader {
@@ -172,7 +185,11 @@ fn validate_fields(header: PoolHeader, header_len: u32) -> Result<(), PmemError>
         return Err(field_error("page_size", page_size_bytes.into(), reason));
     }
     if header.flags & !POOL_FLAGS_KNOWN != 0 {
-        return Err(field_error("flags", header.flags.into(), "unknown creation flags"));
+        return Err(field_error(
+            "flags",
+            header.flags.into(),
+            "unknown creation flags",
+        ));
     }
     check_data_len(&path, header.data_len_bytes, page_size_bytes.into())
 }
@@ -187,14 +204,26 @@ pub(crate) fn check_data_len(
     assert!(page_size_bytes.is_power_of_two());
     let path = path.to_path_buf();
     if data_len_bytes < page_size_bytes {
-        return Err(PmemError::TooSmall { path, data_len_bytes, min_bytes: page_size_bytes });
+        return Err(PmemError::TooSmall {
+            path,
+            data_len_bytes,
+            min_bytes: page_size_bytes,
+        });
     }
     if data_len_bytes % page_size_bytes != 0 {
-        return Err(PmemError::NotPageMultiple { path, data_len_bytes, page_size_bytes });
+        return Err(PmemError::NotPageMultiple {
+            path,
+            data_len_bytes,
+            page_size_bytes,
+        });
     }
     if data_len_bytes > POOL_DATA_LEN_MAX_BYTES {
         let max_bytes = POOL_DATA_LEN_MAX_BYTES;
-        return Err(PmemError::TooLarge { path, data_len_bytes, max_bytes });
+        return Err(PmemError::TooLarge {
+            path,
+            data_len_bytes,
+            max_bytes,
+        });
     }
     Ok(())
 }
@@ -271,17 +300,29 @@ mod tests {
         let page = sample().encode();
         let mut bad = page;
         bad[0] ^= 1;
-        assert!(matches!(PoolHeader::decode(&bad), Err(PmemError::WrongMagic { .. })));
+        assert!(matches!(
+            PoolHeader::decode(&bad),
+            Err(PmemError::WrongMagic { .. })
+        ));
         let mut bad = page;
         bad[VERSION_OFFSET] ^= 2;
         let result = PoolHeader::decode(&bad);
-        assert!(matches!(result, Err(PmemError::UnsupportedVersion { found: 3, .. })));
+        assert!(matches!(
+            result,
+            Err(PmemError::UnsupportedVersion { found: 3, .. })
+        ));
         let mut bad = page;
         bad[DATA_LEN_OFFSET + 3] ^= 0x10;
-        assert!(matches!(PoolHeader::decode(&bad), Err(PmemError::HeaderChecksum { .. })));
+        assert!(matches!(
+            PoolHeader::decode(&bad),
+            Err(PmemError::HeaderChecksum { .. })
+        ));
         let mut bad = page;
         bad[POOL_HEADER_BYTES - 1] ^= 0x80;
-        assert!(matches!(PoolHeader::decode(&bad), Err(PmemError::HeaderChecksum { .. })));
+        assert!(matches!(
+            PoolHeader::decode(&bad),
+            Err(PmemError::HeaderChecksum { .. })
+        ));
     }
 
     #[test]
@@ -322,11 +363,14 @@ mod tests {
 
     #[test]
     fn sealed_bad_data_len_is_rejected() {
-        let cases: [(u64, fn(&PmemError) -> bool); 4] = [
+        type Expectation = fn(&PmemError) -> bool;
+        let cases: [(u64, Expectation); 4] = [
             (0, |e| matches!(e, PmemError::TooSmall { .. })),
             (4095, |e| matches!(e, PmemError::TooSmall { .. })),
-            (4096 * 3 + 1, |e| matches!(e, PmemError::NotPageMultiple { .. })),
-            (u64::MAX & !4095, |e| matches!(e, PmemError::TooLarge { .. })),
+            (4096 * 3 + 1, |e| {
+                matches!(e, PmemError::NotPageMultiple { .. })
+            }),
+            (!4095, |e| matches!(e, PmemError::TooLarge { .. })),
         ];
         for (data_len_bytes, is_expected) in cases {
             let mut page = sample().encode();
