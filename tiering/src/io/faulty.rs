@@ -53,6 +53,9 @@ pub enum CountdownFault {
     ShortWrite,
     /// A crash just before the operation: nothing from it on happens.
     Crash,
+    /// Writes and reads land 1-4 sectors away from where they were aimed, reporting success;
+    /// other operations fail with EIO.
+    Misdirect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,7 +314,7 @@ fn decide_fault(state: &mut FaultState, op: IoOp, op_number: u64) -> Decision {
         let hit = op_number == countdown.fail_at_op
             || (countdown.persistent && op_number > countdown.fail_at_op);
         if hit {
-            return countdown_decision(countdown.fault, op);
+            return countdown_decision(countdown.fault, op, &mut state.rng);
         }
     }
     let spec = &state.spec;
@@ -361,8 +364,9 @@ fn misdirect(rng: &mut SplitMix64) -> Decision {
     }
 }
 
-fn countdown_decision(fault: CountdownFault, op: IoOp) -> Decision {
+fn countdown_decision(fault: CountdownFault, op: IoOp, rng: &mut SplitMix64) -> Decision {
     match (fault, op) {
+        (CountdownFault::Misdirect, IoOp::Write | IoOp::Read) => misdirect(rng),
         (CountdownFault::Crash, _) => Decision::Crash,
         (CountdownFault::Enospc, IoOp::Write | IoOp::Create | IoOp::Rename) => {
             Decision::Errno(libc::ENOSPC)

@@ -21,7 +21,8 @@ mod uring;
 
 pub use buf::{align_down_u64, align_up, align_up_u64, IoBuf, IO_ALIGN_BYTES};
 pub use faulty::{
-    CountdownFault, CrashImageReport, FaultCounters, FaultEvent, FaultSpec, FaultyFile, FaultyIo,
+    Countdown, CountdownFault, CrashImageReport, FaultCounters, FaultEvent, FaultSpec, FaultyFile,
+    FaultyIo,
 };
 pub use std_io::{DirectIo, StdFile, StdIo};
 pub use uring::{UringConfig, UringIo, FORCE_STD_IO_ENV};
@@ -217,5 +218,84 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
         Err(TieringError::InvalidConfig(format!(
             "{name:?} is not a plain file name"
         )))
+    }
+}
+
+/// A shared I/O layer is an I/O layer: tests keep a handle on a [`FaultyIo`] the store owns,
+/// and several stores or benchmarks may share one [`UringIo`].
+impl<T: SegmentIo> SegmentIo for std::sync::Arc<T> {
+    type File = T::File;
+
+    fn dir(&self) -> &Path {
+        (**self).dir()
+    }
+
+    fn is_direct(&self) -> bool {
+        (**self).is_direct()
+    }
+
+    fn alloc_buf(&self, capacity_bytes: usize) -> IoBuf {
+        (**self).alloc_buf(capacity_bytes)
+    }
+
+    fn create(&self, name: &str) -> Result<Self::File> {
+        (**self).create(name)
+    }
+
+    fn open(&self, name: &str) -> Result<Self::File> {
+        (**self).open(name)
+    }
+
+    fn file_len(&self, file: &Self::File) -> Result<u64> {
+        (**self).file_len(file)
+    }
+
+    fn write_at(&self, file: &Self::File, buf: IoBuf, offset_bytes: u64) -> Completion {
+        (**self).write_at(file, buf, offset_bytes)
+    }
+
+    fn read_at(&self, file: &Self::File, buf: IoBuf, offset_bytes: u64) -> Completion {
+        (**self).read_at(file, buf, offset_bytes)
+    }
+
+    fn fdatasync(&self, file: &Self::File) -> Result<()> {
+        (**self).fdatasync(file)
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        (**self).sync_dir()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        (**self).rename(from, to)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        (**self).remove(name)
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        (**self).list()
+    }
+
+    fn evict_cache(&self, file: &Self::File) -> Result<()> {
+        (**self).evict_cache(file)
+    }
+
+    fn write_stream_synced<F>(
+        &self,
+        file: &Self::File,
+        offset_bytes: u64,
+        shape: StreamShape,
+        fill: F,
+    ) -> Result<u64>
+    where
+        F: FnMut(&mut IoBuf) -> Result<Fill>,
+    {
+        (**self).write_stream_synced(file, offset_bytes, shape, fill)
+    }
+
+    fn read_batch(&self, file: &Self::File, requests: Vec<(u64, IoBuf)>) -> Vec<Completion> {
+        (**self).read_batch(file, requests)
     }
 }
