@@ -349,7 +349,17 @@ impl<I: SegmentIo> ColdStore<I> {
         let writer = ColdWriter::new(&self.io, self.config.writer.clone())?;
         let (handle, index) = writer.write(source, records)?;
         let name = cold_file_name(source.segment_gen);
-        let file = self.io.open(&name)?;
+        let file = match self.io.open(&name) {
+            Ok(file) => file,
+            Err(error) => {
+                // Not served, so not a migration: remove the committed file (best effort; if
+                // it stays, the engine's recovery discards it as an orphan).
+                if let Err(remove_error) = self.io.remove(&name) {
+                    tracing::warn!(name, %remove_error, "could not remove an unserved cold file");
+                }
+                return Err(error);
+            }
+        };
         let cold = ColdFile {
             file,
             name,

@@ -27,13 +27,19 @@ struct Outcome {
 /// migration), materializes crash image `seed`, and checks recovery.
 fn crash_once(records: &[Record], config: &ColdStoreConfig, crash_at: u64, seed: u64) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
-    let io = FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(seed)).expect("faulty");
+    let io =
+        FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(seed)).expect("faulty");
     let (store, _) = ColdStore::open(io, config.clone()).expect("open");
-    store.io().set_spec(FaultSpec::countdown(crash_at, CountdownFault::Crash, false));
+    store
+        .io()
+        .set_spec(FaultSpec::countdown(crash_at, CountdownFault::Crash, false));
     let result = store.write_segment(&source(GEN), as_input(records));
     let crashed = store.io().is_crashed();
     match &result {
-        Ok(_) => assert!(!crashed, "crash point {crash_at}: acknowledged after a crash"),
+        Ok(_) => assert!(
+            !crashed,
+            "crash point {crash_at}: acknowledged after a crash"
+        ),
         Err(error) => assert!(
             matches!(error, TieringError::SimulatedCrash { .. }),
             "crash point {crash_at}: unexpected error {error}"
@@ -45,13 +51,20 @@ fn crash_once(records: &[Record], config: &ColdStoreConfig, crash_at: u64, seed:
         store.io().crash_now();
     }
     let image = store.io().materialize_crash(seed).expect("crash image");
-    let context = format!("crash point {crash_at}, image seed {seed}: {image:?}, trace {:?}", store.io().trace());
+    let context = format!(
+        "crash point {crash_at}, image seed {seed}: {image:?}, trace {:?}",
+        store.io().trace()
+    );
     drop(store);
     let present = recover_and_check(dir.path(), GEN, records, config, &context);
     if acknowledged {
         assert!(present, "{context}: an acknowledged migration was lost");
     }
-    Outcome { acknowledged, crashed, present }
+    Outcome {
+        acknowledged,
+        crashed,
+        present,
+    }
 }
 
 /// Returns (crash points, images checked, images where the segment survived).
@@ -76,9 +89,15 @@ fn crash_at_every_step(compression: Compression) -> (u64, u64, u64) {
         crash_at += 1;
         assert!(crash_at < 1000, "runaway");
     }
-    assert!(crash_at > 5, "the migration has at least create, write, sync, rename, dir sync");
+    assert!(
+        crash_at > 5,
+        "the migration has at least create, write, sync, rename, dir sync"
+    );
     // Crashes between the rename and the directory sync keep or lose the new name.
-    assert!(present > SEEDS_PER_CRASH_POINT && present < images, "{present} of {images}");
+    assert!(
+        present > SEEDS_PER_CRASH_POINT && present < images,
+        "{present} of {images}"
+    );
     (crash_at - 1, images, present)
 }
 
@@ -104,29 +123,59 @@ fn crash_during_recovery_then_recover_again() {
     // Leave a temp file and a half-written state: crash in the middle of a migration.
     for crash_in_open_at in 1..12u64 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let io = FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(1)).expect("faulty");
+        let io = FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(1))
+            .expect("faulty");
         let (store, _) = ColdStore::open(io, config.clone()).expect("open");
         // A second, complete segment that must survive everything.
         let survivor = make_records(6, 30, 1000, true);
-        store.write_segment(&source(GEN + 1), as_input(&survivor)).expect("survivor");
-        store.io().set_spec(FaultSpec::countdown(4, CountdownFault::Crash, false));
-        assert!(store.write_segment(&source(GEN), as_input(&records)).is_err());
-        store.io().materialize_crash(crash_in_open_at).expect("image");
+        store
+            .write_segment(&source(GEN + 1), as_input(&survivor))
+            .expect("survivor");
+        store
+            .io()
+            .set_spec(FaultSpec::countdown(4, CountdownFault::Crash, false));
+        assert!(store
+            .write_segment(&source(GEN), as_input(&records))
+            .is_err());
+        store
+            .io()
+            .materialize_crash(crash_in_open_at)
+            .expect("image");
         // Open crashes at its own step `crash_in_open_at`.
-        let io = FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(2)).expect("faulty");
+        let io = FaultyIo::new(StdIo::open(dir.path()).expect("io"), FaultSpec::none(2))
+            .expect("faulty");
         let io = Arc::new(io);
-        io.set_spec(FaultSpec::countdown(crash_in_open_at, CountdownFault::Crash, false));
+        io.set_spec(FaultSpec::countdown(
+            crash_in_open_at,
+            CountdownFault::Crash,
+            false,
+        ));
         match ColdStore::open(Arc::clone(&io), config.clone()) {
             Ok((store, _)) => {
                 io.crash_now();
                 drop(store);
             }
-            Err(error) => assert!(matches!(error, TieringError::SimulatedCrash { .. }), "{error}"),
+            Err(error) => assert!(
+                matches!(error, TieringError::SimulatedCrash { .. }),
+                "{error}"
+            ),
         }
         io.materialize_crash(crash_in_open_at + 100).expect("image");
         let context = format!("recovery crashed at its step {crash_in_open_at}");
-        assert!(!recover_and_check(dir.path(), GEN, &records, &config, &context));
-        assert!(recover_and_check(dir.path(), GEN + 1, &survivor, &config, &context));
+        assert!(!recover_and_check(
+            dir.path(),
+            GEN,
+            &records,
+            &config,
+            &context
+        ));
+        assert!(recover_and_check(
+            dir.path(),
+            GEN + 1,
+            &survivor,
+            &config,
+            &context
+        ));
         checked += 1;
     }
     assert_eq!(checked, 11);

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use common::{as_input, check_readback, make_records, small_config, source};
 use pstream_tiering::format::{cold_file_name, decode_file};
 use pstream_tiering::{
-    ColdStore, ColdStoreConfig, Compression, DirectIo, SegmentIo, StdIo, TieringError,
-    UringConfig, UringIo,
+    ColdStore, ColdStoreConfig, Compression, DirectIo, SegmentIo, StdIo, TieringError, UringConfig,
+    UringIo,
 };
 
 fn uring(dir: &std::path::Path) -> UringIo {
@@ -20,7 +20,9 @@ fn write_and_read_back<I: SegmentIo>(io: I, config: ColdStoreConfig, compressibl
     let records = make_records(7, 400, 6000, compressible);
     let (store, report) = ColdStore::open(io, config.clone()).expect("open");
     assert!(report.files.is_empty());
-    let handle = store.write_segment(&source(42), as_input(&records)).expect("write");
+    let handle = store
+        .write_segment(&source(42), as_input(&records))
+        .expect("write");
     assert_eq!(handle.record_count, records.len() as u64);
     let payload_bytes: u64 = records.iter().map(|record| record.2.len() as u64).sum();
     assert_eq!(handle.bytes_uncompressed, payload_bytes);
@@ -47,7 +49,11 @@ fn write_and_read_back<I: SegmentIo>(io: I, config: ColdStoreConfig, compressibl
 
 #[test]
 fn std_io_round_trip_without_and_with_compression() {
-    for compression in [Compression::None, Compression::Zstd { level: 1 }, Compression::Zstd { level: 9 }] {
+    for compression in [
+        Compression::None,
+        Compression::Zstd { level: 1 },
+        Compression::Zstd { level: 9 },
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let io = StdIo::open(dir.path()).expect("io");
         let ratio = write_and_read_back(io, small_config(compression), true);
@@ -96,13 +102,20 @@ fn uring_is_active_here_and_uses_direct_io_where_possible() {
         io.is_direct()
     );
     let probe = StdIo::open_with(dir.path(), DirectIo::Auto).expect("std");
-    assert_eq!(probe.is_direct(), io.is_direct(), "both probe the same file system");
+    assert_eq!(
+        probe.is_direct(),
+        io.is_direct(),
+        "both probe the same file system"
+    );
 }
 
 #[test]
 fn forced_fallback_works() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = UringConfig { force_std_fallback: true, ..UringConfig::default() };
+    let config = UringConfig {
+        force_std_fallback: true,
+        ..UringConfig::default()
+    };
     let io = UringIo::open(dir.path(), config).expect("fallback is not a failure");
     assert!(!io.is_uring_active());
     write_and_read_back(io, small_config(Compression::Zstd { level: 3 }), true);
@@ -114,9 +127,17 @@ fn uring_and_std_write_identical_files_and_read_identically() {
     let config = small_config(Compression::Zstd { level: 3 });
     let mut files = Vec::new();
     let mut reads = Vec::new();
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let forced = UringConfig { force_std_fallback: true, ..UringConfig::default() };
-    let buffered = UringConfig { direct_io: DirectIo::Off, ..UringConfig::default() };
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let forced = UringConfig {
+        force_std_fallback: true,
+        ..UringConfig::default()
+    };
+    let buffered = UringConfig {
+        direct_io: DirectIo::Off,
+        ..UringConfig::default()
+    };
     for (which, dir) in dirs.iter().enumerate() {
         let read_all = |store_reads: &mut Vec<Vec<u8>>, path: &std::path::Path| {
             let bytes = std::fs::read(path.join(cold_file_name(5))).expect("file");
@@ -125,51 +146,97 @@ fn uring_and_std_write_identical_files_and_read_identically() {
         };
         let mut these_reads = Vec::new();
         let bytes = match which {
-            0 => run(StdIo::open(dir.path()).expect("std"), &config, &records, &mut these_reads),
+            0 => run(
+                StdIo::open(dir.path()).expect("std"),
+                &config,
+                &records,
+                &mut these_reads,
+            ),
             1 => run(uring(dir.path()), &config, &records, &mut these_reads),
-            2 => run(UringIo::open(dir.path(), forced.clone()).expect("io"), &config, &records, &mut these_reads),
-            _ => run(UringIo::open(dir.path(), buffered.clone()).expect("io"), &config, &records, &mut these_reads),
+            2 => run(
+                UringIo::open(dir.path(), forced.clone()).expect("io"),
+                &config,
+                &records,
+                &mut these_reads,
+            ),
+            _ => run(
+                UringIo::open(dir.path(), buffered.clone()).expect("io"),
+                &config,
+                &records,
+                &mut these_reads,
+            ),
         };
         assert_eq!(bytes, read_all(&mut these_reads, dir.path()));
         files.push(bytes);
         reads.push(these_reads);
     }
     for (which, (file, read)) in files.iter().zip(&reads).enumerate().skip(1) {
-        assert!(file == &files[0], "implementation {which} wrote a different file");
+        assert!(
+            file == &files[0],
+            "implementation {which} wrote a different file"
+        );
         assert!(read == &reads[0], "implementation {which} read differently");
     }
 }
 
-fn run<I: SegmentIo>(io: I, config: &ColdStoreConfig, records: &[common::Record], reads: &mut Vec<Vec<u8>>) -> Vec<u8> {
+fn run<I: SegmentIo>(
+    io: I,
+    config: &ColdStoreConfig,
+    records: &[common::Record],
+    reads: &mut Vec<Vec<u8>>,
+) -> Vec<u8> {
     let (store, _) = ColdStore::open(io, config.clone()).expect("open");
-    store.write_segment(&source(5), as_input(records)).expect("write");
+    store
+        .write_segment(&source(5), as_input(records))
+        .expect("write");
     for (stream, seq, _) in records {
         reads.push(store.read_record(5, *stream, *seq).expect("read"));
     }
-    store.scan_segment(5, |_, payload| reads.push(payload.to_vec())).expect("scan");
+    store
+        .scan_segment(5, |_, payload| reads.push(payload.to_vec()))
+        .expect("scan");
     std::fs::read(store.io().dir().join(cold_file_name(5))).expect("file")
 }
 
 #[test]
 fn empty_segment_and_oversized_blocks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = ColdStore::open(uring(dir.path()), small_config(Compression::None)).expect("open");
-    store.write_segment(&source(1), std::iter::empty()).expect("empty segment");
+    let (store, _) =
+        ColdStore::open(uring(dir.path()), small_config(Compression::None)).expect("open");
+    store
+        .write_segment(&source(1), std::iter::empty())
+        .expect("empty segment");
     assert_eq!(store.verify(1).ok(), Some(0));
     // Records larger than the block size, and larger than one I/O chunk.
-    let big: Vec<common::Record> = (0..5).map(|seq| (9, seq, vec![seq as u8 ^ 0x5a; 50_000 + seq as usize])).collect();
-    store.write_segment(&source(2), as_input(&big)).expect("big records");
+    let big: Vec<common::Record> = (0..5)
+        .map(|seq| (9, seq, vec![seq as u8 ^ 0x5a; 50_000 + seq as usize]))
+        .collect();
+    store
+        .write_segment(&source(2), as_input(&big))
+        .expect("big records");
     check_readback(&store, 2, &big);
 }
 
 #[test]
 fn typed_errors_for_bad_requests_and_inputs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = ColdStore::open(StdIo::open(dir.path()).expect("io"), small_config(Compression::None)).expect("open");
+    let (store, _) = ColdStore::open(
+        StdIo::open(dir.path()).expect("io"),
+        small_config(Compression::None),
+    )
+    .expect("open");
     let records = make_records(3, 50, 500, true);
-    store.write_segment(&source(8), as_input(&records)).expect("write");
-    assert!(matches!(store.read_record(9, 1, 1), Err(TieringError::UnknownSegment { segment_gen: 9 })));
-    assert!(matches!(store.read_record(8, 1, 1), Err(TieringError::RecordNotFound { .. })));
+    store
+        .write_segment(&source(8), as_input(&records))
+        .expect("write");
+    assert!(matches!(
+        store.read_record(9, 1, 1),
+        Err(TieringError::UnknownSegment { segment_gen: 9 })
+    ));
+    assert!(matches!(
+        store.read_record(8, 1, 1),
+        Err(TieringError::RecordNotFound { .. })
+    ));
     assert!(matches!(
         store.write_segment(&source(8), as_input(&records)),
         Err(TieringError::MigrationInProgress { segment_gen: 8 })
@@ -177,7 +244,11 @@ fn typed_errors_for_bad_requests_and_inputs() {
     let duplicated = [(1u64, 1u64, &b"a"[..]), (1, 1, &b"b"[..])];
     assert!(matches!(
         store.write_segment(&source(10), duplicated.iter().copied()),
-        Err(TieringError::DuplicateRecord { stream_id: 1, seq: 1, .. })
+        Err(TieringError::DuplicateRecord {
+            stream_id: 1,
+            seq: 1,
+            ..
+        })
     ));
     let huge = vec![0u8; (16 << 20) + 1];
     assert!(matches!(
@@ -187,12 +258,19 @@ fn typed_errors_for_bad_requests_and_inputs() {
     // Failed migrations leave nothing behind.
     let names = store.io().list().expect("list");
     assert_eq!(names, vec![cold_file_name(8)]);
-    assert_eq!(store.stats().write_errors, 2, "rejected requests are not write errors");
+    assert_eq!(
+        store.stats().write_errors,
+        2,
+        "rejected requests are not write errors"
+    );
 
     // Delete and orphan removal.
     store.delete(8).expect("delete");
     assert!(store.io().list().expect("list").is_empty());
-    assert!(matches!(store.read_record(8, records[0].0, records[0].1), Err(TieringError::UnknownSegment { .. })));
+    assert!(matches!(
+        store.read_record(8, records[0].0, records[0].1),
+        Err(TieringError::UnknownSegment { .. })
+    ));
     std::fs::write(dir.path().join(cold_file_name(12)), b"orphan").expect("orphan");
     assert_eq!(store.discard_orphan(12).ok(), Some(true));
     assert_eq!(store.discard_orphan(12).ok(), Some(false));
@@ -201,15 +279,22 @@ fn typed_errors_for_bad_requests_and_inputs() {
 #[test]
 fn concurrent_migrations_and_reads_on_one_uring_io() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = ColdStore::open(uring(dir.path()), small_config(Compression::Zstd { level: 1 })).expect("open");
+    let (store, _) = ColdStore::open(
+        uring(dir.path()),
+        small_config(Compression::Zstd { level: 1 }),
+    )
+    .expect("open");
     let store = Arc::new(store);
-    let segments: Vec<(u64, Vec<common::Record>)> =
-        (0..6).map(|gen| (100 + gen, make_records(gen, 200, 3000, gen % 2 == 0))).collect();
+    let segments: Vec<(u64, Vec<common::Record>)> = (0..6)
+        .map(|gen| (100 + gen, make_records(gen, 200, 3000, gen % 2 == 0)))
+        .collect();
     std::thread::scope(|scope| {
         for (gen, records) in &segments {
             let store = Arc::clone(&store);
             scope.spawn(move || {
-                store.write_segment(&source(*gen), as_input(records)).expect("write");
+                store
+                    .write_segment(&source(*gen), as_input(records))
+                    .expect("write");
                 for _ in 0..3 {
                     check_readback(&store, *gen, records);
                 }
@@ -217,7 +302,10 @@ fn concurrent_migrations_and_reads_on_one_uring_io() {
         }
     });
     assert_eq!(store.stats().files, segments.len() as u64);
-    assert_eq!(store.segment_gens(), segments.iter().map(|(gen, _)| *gen).collect::<Vec<_>>());
+    assert_eq!(
+        store.segment_gens(),
+        segments.iter().map(|(gen, _)| *gen).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -226,5 +314,8 @@ fn raw_ssd_measurement_runs() {
     let (write_mib_per_sec, read_mib_per_sec) =
         pstream_tiering::measure_raw_ssd(dir.path(), 256 << 10, 4 << 20).expect("measure");
     assert!(write_mib_per_sec > 0.0 && read_mib_per_sec > 0.0);
-    assert!(std::fs::read_dir(dir.path()).expect("dir").next().is_none(), "probe removed");
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "probe removed"
+    );
 }

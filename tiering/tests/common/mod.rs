@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use pstream_tiering::{
-    format::cold_file_name, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression,
-    SegmentIo, SourceSegment, StdIo, TieringError,
+    format::cold_file_name, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression, SegmentIo,
+    SourceSegment, StdIo, TieringError,
 };
 
 /// (stream_id, seq, payload)
@@ -37,7 +37,12 @@ impl Rng {
 /// `compressible` payloads are text-like; otherwise random. Sizes up to `max_len_bytes`,
 /// including empty payloads, plus one record larger than a 4 KiB block when `max_len_bytes`
 /// allows.
-pub fn make_records(seed: u64, count: usize, max_len_bytes: usize, compressible: bool) -> Vec<Record> {
+pub fn make_records(
+    seed: u64,
+    count: usize,
+    max_len_bytes: usize,
+    compressible: bool,
+) -> Vec<Record> {
     let mut rng = Rng::new(seed);
     let streams = [3u64 | (1 << 32), 7, 11 | (2 << 32), 12];
     let mut next_seq: BTreeMap<u64, u64> = streams.iter().map(|&s| (s, rng.below(100))).collect();
@@ -70,11 +75,17 @@ pub fn make_records(seed: u64, count: usize, max_len_bytes: usize, compressible:
 }
 
 pub fn as_input(records: &[Record]) -> impl Iterator<Item = (u64, u64, &[u8])> {
-    records.iter().map(|(stream, seq, payload)| (*stream, *seq, payload.as_slice()))
+    records
+        .iter()
+        .map(|(stream, seq, payload)| (*stream, *seq, payload.as_slice()))
 }
 
 pub fn source(segment_gen: u64) -> SourceSegment {
-    SourceSegment { segment_index: 2, segment_gen, pool_nonce: 0xdead_beef_0bad_f00d }
+    SourceSegment {
+        segment_index: 2,
+        segment_gen,
+        pool_nonce: 0xdead_beef_0bad_f00d,
+    }
 }
 
 /// Small blocks and chunks, so a small segment spans many blocks and many writes.
@@ -102,12 +113,22 @@ pub fn check_readback<I: SegmentIo>(store: &ColdStore<I>, segment_gen: u64, reco
             Err(error) => panic!("record {stream:#x}/{seq}: {error}"),
         }
     }
-    let expected: BTreeMap<(u64, u64), &Vec<u8>> =
-        records.iter().map(|(stream, seq, payload)| ((*stream, *seq), payload)).collect();
+    let expected: BTreeMap<(u64, u64), &Vec<u8>> = records
+        .iter()
+        .map(|(stream, seq, payload)| ((*stream, *seq), payload))
+        .collect();
     let mut seen = 0usize;
     let scanned = store.scan_segment(segment_gen, |entry, payload| {
-        let want = expected.get(&(entry.stream_id, entry.seq)).map(|p| p.as_slice());
-        assert_eq!(want, Some(payload), "scan of {:#x}/{}", entry.stream_id, entry.seq);
+        let want = expected
+            .get(&(entry.stream_id, entry.seq))
+            .map(|p| p.as_slice());
+        assert_eq!(
+            want,
+            Some(payload),
+            "scan of {:#x}/{}",
+            entry.stream_id,
+            entry.seq
+        );
         seen += 1;
     });
     assert_eq!(scanned.ok(), Some(records.len() as u64));
@@ -140,13 +161,20 @@ pub fn recover_and_check(
     );
     match store.index(segment_gen) {
         None => {
-            assert!(!names.contains(&cold_file_name(segment_gen)), "{context}: file not served");
+            assert!(
+                !names.contains(&cold_file_name(segment_gen)),
+                "{context}: file not served"
+            );
             false
         }
         Some(index) => {
             assert_eq!(index.record_count(), records.len() as u64, "{context}");
             check_readback(&store, segment_gen, records);
-            assert_eq!(store.verify(segment_gen).ok(), Some(records.len() as u64), "{context}");
+            assert_eq!(
+                store.verify(segment_gen).ok(),
+                Some(records.len() as u64),
+                "{context}"
+            );
             true
         }
     }
