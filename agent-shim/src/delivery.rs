@@ -184,6 +184,9 @@ impl<P: Pmem> Agent<P> {
             let Some(meta) = bundle.streams.get(&stream.0) else {
                 continue; // deleted since: nothing left to acknowledge
             };
+            if next_seq <= current.next_seq(stream) {
+                continue; // cursors never go back; a stale entry is no request
+            }
             if state.user_access(key, bundle, meta, &user).is_none() {
                 return Err(denied(caller, Action::Ack, "no read access to this stream"));
             }
@@ -196,9 +199,7 @@ impl<P: Pmem> Agent<P> {
                     next_seq: tail,
                 });
             }
-            if next_seq > current.next_seq(stream) {
-                entries.push((stream.0, next_seq));
-            }
+            entries.push((stream.0, next_seq));
         }
         if entries.is_empty() {
             return Ok(());

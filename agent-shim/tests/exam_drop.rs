@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::{client, user, Budget, Env, Mode};
 use pmem_emul::SimPmem;
 use pstream_agent::{
-    Agent, AgentError, BundleRef, Creators, Metadata, PageLimit, StreamDefaults, StreamNo, StreamPolicy, StreamSpec,
+    Agent, AgentError, BundleRef, Creators, Metadata, PageLimit, StreamDefaults, StreamNo,
+    StreamPolicy, StreamSpec,
 };
 
 #[derive(Debug, Default)]
@@ -23,22 +24,42 @@ struct Oracle {
     pending: Option<(String, Vec<u8>)>,
 }
 
-const ALL: PageLimit = PageLimit { records_max: usize::MAX, bytes_max: usize::MAX };
+const ALL: PageLimit = PageLimit {
+    records_max: usize::MAX,
+    bytes_max: usize::MAX,
+};
 
 fn check(agent: &Agent<SimPmem>, o: &Oracle) -> Result<(), String> {
     let Some(bundle) = &o.bundle else {
         return Ok(());
     };
     let teacher = user("teacher");
-    let streams = agent.list_streams(&teacher, bundle).map_err(|e| format!("list: {e}"))?;
+    let streams = agent
+        .list_streams(&teacher, bundle)
+        .map_err(|e| format!("list: {e}"))?;
     for info in &streams {
-        ensure!(info.sealed_at == Some(1), "submission {} is not whole: {:?}", info.no, info.sealed_at);
-        let file = agent.read(&teacher, bundle, info.no, 0).map_err(|e| format!("read {}: {e}", info.no))?;
+        ensure!(
+            info.sealed_at == Some(1),
+            "submission {} is not whole: {:?}",
+            info.no,
+            info.sealed_at
+        );
+        let file = agent
+            .read(&teacher, bundle, info.no, 0)
+            .map_err(|e| format!("read {}: {e}", info.no))?;
         let (student, expected) = match o.submissions.get(&info.no) {
             Some(acked) => acked.clone(),
-            None => o.pending.clone().ok_or(format!("submission {} was never made", info.no))?,
+            None => o
+                .pending
+                .clone()
+                .ok_or(format!("submission {} was never made", info.no))?,
         };
-        ensure!(info.creator.user() == student, "submission {} credited to {}", info.no, info.creator);
+        ensure!(
+            info.creator.user() == student,
+            "submission {} credited to {}",
+            info.no,
+            info.creator
+        );
         ensure!(file == expected, "submission {} changed", info.no);
         // The student cannot read it back, nobody else can read it at all.
         for reader in ["sam", "tia"] {
@@ -49,10 +70,18 @@ fn check(agent: &Agent<SimPmem>, o: &Oracle) -> Result<(), String> {
         }
     }
     for no in o.submissions.keys() {
-        ensure!(streams.iter().any(|s| s.no == *no), "acknowledged submission {no} lost");
+        ensure!(
+            streams.iter().any(|s| s.no == *no),
+            "acknowledged submission {no} lost"
+        );
     }
-    let page = agent.fetch(&teacher, bundle, Some(&Default::default()), ALL).map_err(|e| format!("fetch: {e}"))?;
-    ensure!(page.items.len() >= o.submissions.len(), "the teacher's fetch misses submissions");
+    let page = agent
+        .fetch(&teacher, bundle, Some(&Default::default()), ALL)
+        .map_err(|e| format!("fetch: {e}"))?;
+    ensure!(
+        page.items.len() >= o.submissions.len(),
+        "the teacher's fetch misses submissions"
+    );
     Ok(())
 }
 
@@ -78,12 +107,23 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
         policy: StreamPolicy::INTERNALLY_PERSISTENT_EXTERNALLY_EPHEMERAL,
         write_once: true,
     };
-    let metadata = Metadata::new().with("course", "databases").with("due", "2021-04-26T12:00Z");
-    let bundle = env.agent().create_bundle(&teacher, "exam-1", metadata, defaults).expect("bundle");
+    let metadata = Metadata::new()
+        .with("course", "databases")
+        .with("due", "2021-04-26T12:00Z");
+    let bundle = env
+        .agent()
+        .create_bundle(&teacher, "exam-1", metadata, defaults)
+        .expect("bundle");
     env.oracle.lock().bundle = Some(bundle.clone());
-    env.agent().register_client(&teacher, "grader").expect("client");
-    env.agent().grant(&teacher, "grader", &bundle).expect("grant");
-    env.agent().register_client(&teacher, "mail").expect("client");
+    env.agent()
+        .register_client(&teacher, "grader")
+        .expect("client");
+    env.agent()
+        .grant(&teacher, "grader", &bundle)
+        .expect("grant");
+    env.agent()
+        .register_client(&teacher, "mail")
+        .expect("client");
 
     let mut expected_latest = BTreeMap::new();
     for round in 0..rounds {
@@ -91,9 +131,16 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
             if student == "tia" && round % 2 == 1 {
                 continue; // tia submits less often
             }
-            let file = format!("{student}'s solution, version {round}\n{}", "x".repeat(round * 13)).into_bytes();
+            let file = format!(
+                "{student}'s solution, version {round}\n{}",
+                "x".repeat(round * 13)
+            )
+            .into_bytes();
             env.oracle.lock().pending = Some((student.to_owned(), file.clone()));
-            let no = env.agent().put_discrete(&user(student), &bundle, b"solution.txt", &[&file]).expect("submit");
+            let no = env
+                .agent()
+                .put_discrete(&user(student), &bundle, b"solution.txt", &[&file])
+                .expect("submit");
             {
                 let mut o = env.oracle.lock();
                 o.submissions.insert(no, (student.to_owned(), file.clone()));
@@ -103,9 +150,15 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
 
             // A submission can be neither changed nor read back.
             let sealed = env.agent().append(&user(student), &bundle, no, b"late fix");
-            assert!(matches!(sealed, Err(AgentError::StreamSealed { .. })), "{sealed:?}");
+            assert!(
+                matches!(sealed, Err(AgentError::StreamSealed { .. })),
+                "{sealed:?}"
+            );
             let read_back = env.agent().read(&user(student), &bundle, no, 0);
-            assert!(matches!(read_back, Err(AgentError::PermissionDenied { .. })), "{read_back:?}");
+            assert!(
+                matches!(read_back, Err(AgentError::PermissionDenied { .. })),
+                "{read_back:?}"
+            );
         }
         if round % 2 == 1 {
             env.restart();
@@ -113,34 +166,73 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
     }
 
     // Refusals, each typed and without effect.
-    let before = env.agent().list_streams(&teacher, &bundle).expect("list").len();
-    let open_stream = env.agent().create_stream(&user("sam"), &bundle, StreamSpec::discrete("draft"));
-    assert!(matches!(open_stream, Err(AgentError::PermissionDenied { .. })), "write-once: {open_stream:?}");
+    let before = env
+        .agent()
+        .list_streams(&teacher, &bundle)
+        .expect("list")
+        .len();
+    let open_stream =
+        env.agent()
+            .create_stream(&user("sam"), &bundle, StreamSpec::discrete("draft"));
+    assert!(
+        matches!(open_stream, Err(AgentError::PermissionDenied { .. })),
+        "write-once: {open_stream:?}"
+    );
     let own_policy = StreamSpec::discrete("x").with_policy(StreamPolicy::PERSISTENT_SHARED);
     assert!(matches!(
         env.agent().create_stream(&user("tia"), &bundle, own_policy),
         Err(AgentError::PermissionDenied { .. })
     ));
     assert!(matches!(
-        env.agent().put_discrete(&user("eve"), &bundle, b"solution.txt", &[b"copied"]),
+        env.agent()
+            .put_discrete(&user("eve"), &bundle, b"solution.txt", &[b"copied"]),
         Err(AgentError::PermissionDenied { .. })
     ));
     let (sam_latest, _) = expected_latest["sam"].clone();
-    assert!(matches!(env.agent().delete_stream(&user("sam"), &bundle, sam_latest), Err(AgentError::PermissionDenied { .. })));
-    assert!(matches!(env.agent().read(&user("tia"), &bundle, sam_latest, 0), Err(AgentError::PermissionDenied { .. })));
-    assert!(matches!(env.agent().fetch(&client("teacher", "mail"), &bundle, None, ALL), Err(AgentError::PermissionDenied { .. })));
-    assert_eq!(env.agent().list_streams(&teacher, &bundle).expect("list").len(), before);
+    assert!(matches!(
+        env.agent().delete_stream(&user("sam"), &bundle, sam_latest),
+        Err(AgentError::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        env.agent().read(&user("tia"), &bundle, sam_latest, 0),
+        Err(AgentError::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        env.agent()
+            .fetch(&client("teacher", "mail"), &bundle, None, ALL),
+        Err(AgentError::PermissionDenied { .. })
+    ));
+    assert_eq!(
+        env.agent()
+            .list_streams(&teacher, &bundle)
+            .expect("list")
+            .len(),
+        before
+    );
 
     // Students see that they submitted (metadata only); the teacher's grader reads them all.
-    let sams = env.agent().list_streams(&user("sam"), &bundle).expect("list");
-    assert!(sams.iter().all(|s| s.creator.user() == "sam" && s.access.is_none()));
-    let graded = env.agent().fetch(&client("teacher", "grader"), &bundle, None, ALL).expect("fetch");
+    let sams = env
+        .agent()
+        .list_streams(&user("sam"), &bundle)
+        .expect("list");
+    assert!(sams
+        .iter()
+        .all(|s| s.creator.user() == "sam" && s.access.is_none()));
+    let graded = env
+        .agent()
+        .fetch(&client("teacher", "grader"), &bundle, None, ALL)
+        .expect("fetch");
     assert_eq!(graded.items.len(), before);
     assert_eq!(latest(env.agent(), &bundle), expected_latest);
 
     // Internally persistent: the teacher acknowledging does not drop anything.
-    env.agent().ack(&teacher, &bundle, &graded.next).expect("ack");
-    let again = env.agent().fetch(&teacher, &bundle, Some(&Default::default()), ALL).expect("fetch");
+    env.agent()
+        .ack(&teacher, &bundle, &graded.next)
+        .expect("ack");
+    let again = env
+        .agent()
+        .fetch(&teacher, &bundle, Some(&Default::default()), ALL)
+        .expect("fetch");
     assert_eq!(again.items.len(), before);
     env.finish()
 }

@@ -14,7 +14,10 @@ pub const POOL_BYTES: usize = 1 << 20;
 
 pub fn config() -> AgentConfig {
     AgentConfig {
-        log: LogConfig { segment_size_bytes: 16 * 1024, stream_slot_count: 256 },
+        log: LogConfig {
+            segment_size_bytes: 16 * 1024,
+            stream_slot_count: 256,
+        },
         open: OpenOptions { lane_count: 2 },
         snapshot_every_changes: 16,
     }
@@ -53,7 +56,13 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { fence_stride: 1, exhaustive_max: 64, samples: 8, images_max: 4000, seed: 0x5eed }
+        Budget {
+            fence_stride: 1,
+            exhaustive_max: 64,
+            samples: 8,
+            images_max: 4000,
+            seed: 0x5eed,
+        }
     }
 }
 
@@ -63,6 +72,8 @@ pub struct Tally {
     pub fences_checked: u64,
     pub images_checked: u64,
     pub recoveries_rerun: u64,
+    /// Images taken at fences of a recovery, recovered again.
+    pub nested_images_checked: u64,
     pub failures: Vec<String>,
 }
 
@@ -85,7 +96,8 @@ impl<O: Send + 'static> Env<O> {
         oracle: O,
         check: impl Fn(&Agent<SimPmem>, &O) -> Result<(), String> + Send + Sync + 'static,
     ) -> Env<O> {
-        let agent = Agent::create(SimPmem::new(POOL_BYTES), agent_name, config()).expect("create agent");
+        let agent =
+            Agent::create(SimPmem::new(POOL_BYTES), agent_name, config()).expect("create agent");
         let mut env = Env {
             agent: Some(agent),
             mode,
@@ -119,22 +131,46 @@ impl<O: Send + 'static> Env<O> {
             t.fences_checked += 1;
             drop(t);
             let oracle = oracle.lock();
-            point.for_each_image(budget.exhaustive_max, budget.samples, budget.seed ^ fence, |image| {
-                let mut t = tally.lock();
-                t.images_checked += 1;
-                let rerun = t.images_checked % 8 == 0;
-                drop(t);
-                if let Err(failure) = recover_and_check(image, rerun, &*oracle, &*check) {
-                    tally.lock().failures.push(format!("fence {fence}: {failure}"));
-                    return ControlFlow::Break(());
-                }
-                if rerun {
-                    tally.lock().recoveries_rerun += 1;
-                }
-                ControlFlow::Continue(())
-            });
+            point.for_each_image(
+                budget.exhaustive_max,
+                budget.samples,
+                budget.seed ^ fence,
+                |image| {
+                    let mut t = tally.lock();
+                    t.images_checked += 1;
+                    let rerun = t.images_checked % 8 == 0;
+                    let nested = t.images_checked % 16 == 1;
+                    drop(t);
+                    if nested {
+                        match crash_during_recovery(image, &*oracle, &*check) {
+                            Ok(count) => tally.lock().nested_images_checked += count,
+                            Err(failure) => {
+                                tally
+                                    .lock()
+                                    .failures
+                                    .push(format!("fence {fence}, crash in recovery: {failure}"));
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                    if let Err(failure) = recover_and_check(image, rerun, &*oracle, &*check) {
+                        tally
+                            .lock()
+                            .failures
+                            .push(format!("fence {fence}: {failure}"));
+                        return ControlFlow::Break(());
+                    }
+                    if rerun {
+                        tally.lock().recoveries_rerun += 1;
+                    }
+                    ControlFlow::Continue(())
+                },
+            );
         };
-        self.agent().engine().pmem().set_fence_hook(Some(Box::new(hook)));
+        self.agent()
+            .engine()
+            .pmem()
+            .set_fence_hook(Some(Box::new(hook)));
     }
 
     /// Close and open again (in `Plain` mode: nothing).
@@ -171,7 +207,11 @@ impl<O: Send + 'static> Env<O> {
         self.check_now();
         self.agent().engine().pmem().set_fence_hook(None);
         let tally = self.tally.lock().clone();
-        assert!(tally.failures.is_empty(), "crash images failed: {:#?}", tally.failures);
+        assert!(
+            tally.failures.is_empty(),
+            "crash images failed: {:#?}",
+            tally.failures
+        );
         if let Mode::Crash(_) = self.mode {
             assert!(tally.images_checked > 0, "no crash image was checked");
         }
@@ -181,16 +221,49 @@ impl<O: Send + 'static> Env<O> {
 
 /// Recovers a crash image and checks it; with `rerun`, recovers the recovered pool once
 /// more (recovery must be repeatable).
-fn recover_and_check<O>(image: &[u8], rerun: bool, oracle: &O, check: &Check<O>) -> Result<(), String> {
-    let (agent, _) =
-        Agent::open(SimPmem::from_image(image.to_vec()), config()).map_err(|e| format!("recovery failed: {e}"))?;
+fn recover_and_check<O>(
+    image: &[u8],
+    rerun: bool,
+    oracle: &O,
+    check: &Check<O>,
+) -> Result<(), String> {
+    let (agent, _) = Agent::open(SimPmem::from_image(image.to_vec()), config())
+        .map_err(|e| format!("recovery failed: {e}"))?;
     check(&agent, oracle).map_err(|e| format!("after recovery: {e}"))?;
     if rerun {
         let pmem = agent.close();
-        let (again, _) = Agent::open(pmem, config()).map_err(|e| format!("second recovery failed: {e}"))?;
+        let (again, _) =
+            Agent::open(pmem, config()).map_err(|e| format!("second recovery failed: {e}"))?;
         check(&again, oracle).map_err(|e| format!("after second recovery: {e}"))?;
     }
     Ok(())
+}
+
+/// Crashes a recovery of `image` at each of its fences (both extreme images), then
+/// recovers those and checks them: recovery interrupted by a crash must recover again.
+fn crash_during_recovery<O>(image: &[u8], oracle: &O, check: &Check<O>) -> Result<u64, String> {
+    const RECOVERY_FENCES_MAX: usize = 6;
+    let images: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+    let sim = SimPmem::from_image(image.to_vec());
+    let collected = Arc::clone(&images);
+    sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
+        if collected.lock().len() >= 2 * RECOVERY_FENCES_MAX {
+            return;
+        }
+        // Samples 0 and 1 are "nothing pending persisted" and "everything persisted".
+        point.for_each_image(0, 2, 0, |img| {
+            collected.lock().push(img.to_vec());
+            ControlFlow::Continue(())
+        });
+    })));
+    let (agent, _) = Agent::open(sim, config()).map_err(|e| format!("recovery failed: {e}"))?;
+    agent.engine().pmem().set_fence_hook(None);
+    drop(agent);
+    let images = std::mem::take(&mut *images.lock());
+    for image in &images {
+        recover_and_check(image, false, oracle, check)?;
+    }
+    Ok(images.len() as u64)
 }
 
 /// `Ok` when `cond`, else the formatted message.
