@@ -16,4 +16,5 @@ pub use pstream_agent as agent;
 pub use pstream_engine as engine;
 pub use pstream_tiering as tiering;
 
+pub mod bench;
 pub mod ceiling;

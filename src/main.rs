@@ -25,6 +25,58 @@ enum Command {
     /// Measure the persist ceiling: payloads per second made durable one at a time with flush
     /// and fence alone, on a fresh pool file (removed afterwards).
     Ceiling(CeilingArgs),
+    /// Load generators, measured against the persist ceiling in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Full checksum scan of a pool; exits non-zero if anything is corrupt.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Append records through the engine on a fresh pool file.
+    Append(BenchAppendArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchAppendArgs {
+    /// Payload size in bytes
+    #[arg(long = "size", value_name = "BYTES", default_value_t = 64)]
+    payload_bytes: usize,
+    /// Appending threads
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+    /// Records per append call (1 = single appends)
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    batch: usize,
+    /// Streams in all (at least one per thread) [default: threads]
+    #[arg(long, value_name = "M")]
+    streams: Option<usize>,
+    /// Duration of the append phase in seconds
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    seconds: f64,
+    /// Seconds per method of the same-run ceiling measurement
+    #[arg(long = "ceiling-seconds", value_name = "S", default_value_t = 0.5)]
+    ceiling_seconds: f64,
+    /// Directory for the pool files [default: /dev/shm if it exists, else the temp dir]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Pool size in MiB
+    #[arg(long = "pool-mib", value_name = "N", default_value_t = 1024)]
+    pool_mib: usize,
+    /// Print one JSON object as the last line of stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The pool file to check
+    #[arg(long, value_name = "PATH")]
+    pool: PathBuf,
+    /// Print one JSON object as the last line of stdout
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +104,20 @@ struct CeilingArgs {
 enum CliError {
     #[error(transparent)]
     Ceiling(#[from] CeilingError),
+    #[error(transparent)]
+    Bench(#[from] pstream::bench::BenchError),
+    #[error("pool {path}: {source}")]
+    Pool {
+        path: PathBuf,
+        source: pstream::pmem_emul::PmemError,
+    },
+    #[error("pool {path}: {source}")]
+    Engine {
+        path: PathBuf,
+        source: pstream::engine::EngineError,
+    },
+    #[error("pool {path} is corrupt: {problems} problem(s) found")]
+    Corrupt { path: PathBuf, problems: usize },
     #[error("--pool-mib {pool_mib} is out of range (1 to {max_mib})")]
     PoolSize { pool_mib: usize, max_mib: usize },
     #[error("cannot encode the report as JSON: {0}")]
@@ -69,6 +135,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ceiling(args) => run_ceiling(&args),
+        Command::Bench(BenchCommand::Append(args)) => run_bench_append(&args),
+        Command::Verify(args) => run_verify(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,4 +269,131 @@ fn print_table(out: &mut impl Write, report: &CeilingReport) -> std::io::Result<
         "{:<26} {:>14} {:>10} {:>12.1}",
         "bulk 4 KiB copy + flush", "", "", report.bulk_4k_copy_flush_mib_per_sec
     )
+}
+
+fn phase_bar(hidden: bool, label: &'static str) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1000);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {percent:>3}%") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label);
+    bar
+}
+
+fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
+    if args.pool_mib == 0 || args.pool_mib > POOL_MIB_MAX {
+        return Err(CliError::PoolSize {
+            pool_mib: args.pool_mib,
+            max_mib: POOL_MIB_MAX,
+        });
+    }
+    let dir = args.dir.clone().unwrap_or_else(ceiling::default_dir);
+    let mut config = pstream::bench::AppendBenchConfig::new(&dir, args.payload_bytes, args.threads);
+    config.batch = args.batch;
+    config.streams = args.streams.unwrap_or(args.threads);
+    config.seconds = args.seconds;
+    config.ceiling_seconds = args.ceiling_seconds;
+    config.pool_bytes = args.pool_mib * MIB_BYTES;
+    let bar = phase_bar(args.json, "appending");
+    let report = pstream::bench::run_append_bench(&config, &|fraction| {
+        bar.set_position((fraction * 1000.0) as u64);
+    })?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?).map_err(CliError::Stdout)?;
+        return Ok(());
+    }
+    let lines = [
+        format!(
+            "payload          {} B, {} thread(s), batch {}, {} stream(s)",
+            report.payload_bytes, report.threads, report.batch, report.streams
+        ),
+        format!(
+            "appended         {} records in {:.2} s ({} calls, {} fences)",
+            report.ops, report.seconds, report.calls, report.fences
+        ),
+        format!(
+            "throughput       {:.0} records/s, {:.1} MiB/s",
+            report.ops_per_sec, report.mib_per_sec
+        ),
+        format!(
+            "ack latency      p50 {} ns, p99 {} ns, p99.9 {} ns",
+            report.latency_ns.p50, report.latency_ns.p99, report.latency_ns.p999
+        ),
+        format!(
+            "ceiling          {:.0} payloads/s ({}, same run)",
+            report.ceiling_ops_per_sec, report.ceiling_method
+        ),
+        format!(
+            "ratio            {:.2} of the ceiling",
+            report.ratio_to_ceiling
+        ),
+        format!(
+            "persistence      {} with {} (dax: {})",
+            report.guarantee, report.flush_instruction, report.dax
+        ),
+    ];
+    for line in lines {
+        writeln!(out, "{line}").map_err(CliError::Stdout)?;
+    }
+    Ok(())
+}
+
+fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
+    use pstream::pmem_emul::{MmapPool, PoolOptions};
+    let path = args.pool.clone();
+    let pool = MmapPool::open(&path, PoolOptions::default()).map_err(|source| CliError::Pool {
+        path: path.clone(),
+        source,
+    })?;
+    let report = pstream::engine::verify(&pool).map_err(|source| CliError::Engine {
+        path: path.clone(),
+        source,
+    })?;
+    let mut out = std::io::stdout().lock();
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    if args.json {
+        let json = serde_json::json!({
+            "pool": path.display().to_string(),
+            "clean": report.is_clean(),
+            "stream_slots_checked": report.stream_slots_checked,
+            "segments_checked": report.segments_checked,
+            "records_checked": report.records_checked,
+            "bytes_checked": report.bytes_checked,
+            "segments_by_state": report.segments_by_state.iter().map(|(s, n)| (s.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "problems": problems,
+        });
+        writeln!(out, "{json}").map_err(CliError::Stdout)?;
+    } else {
+        writeln!(
+            out,
+            "checked {} stream slots, {} segments, {} records, {} bytes",
+            report.stream_slots_checked,
+            report.segments_checked,
+            report.records_checked,
+            report.bytes_checked
+        )
+        .map_err(CliError::Stdout)?;
+        for (state, count) in &report.segments_by_state {
+            writeln!(out, "  {state:<10} {count} segment(s)").map_err(CliError::Stdout)?;
+        }
+        for problem in &problems {
+            writeln!(out, "CORRUPT: {problem}").map_err(CliError::Stdout)?;
+        }
+        if report.is_clean() {
+            writeln!(out, "clean").map_err(CliError::Stdout)?;
+        }
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(CliError::Corrupt {
+            path,
+            problems: problems.len(),
+        })
+    }
 }
