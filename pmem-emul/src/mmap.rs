@@ -415,6 +415,9 @@ impl MmapPool {
     /// `msync` for [`Durability::Power`]. A failure means the data is not durable and the
     /// caller is about to acknowledge it, which must not happen: so it panics.
     fn sync_data_range(&self, offset: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
         let Some(mapping) = self.mapping.as_ref() else {
             unreachable!("pool used after close");
         };

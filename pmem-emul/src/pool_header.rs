@@ -389,7 +389,9 @@ mod tests {
         }
 
         #[test]
-        fn decode_never_panics_on_sealed_garbage(fields in proptest::array::uniform32(any::<u8>())) {
+        fn decode_never_panics_on_sealed_garbage(
+            fields in proptest::array::uniform32(any::<u8>())
+        ) {
             let mut page = [0u8; POOL_HEADER_BYTES];
             page[..32].copy_from_slice(&fields);
             page[..8].copy_from_slice(&POOL_MAGIC);
