@@ -567,11 +567,8 @@ impl Model {
                 if !Self::may_create(&k, bundle, &user) {
                     return Err("PermissionDenied");
                 }
-                let policy = if user == k.0 {
-                    defaults(bundle.flavour).policy
-                } else {
-                    defaults(bundle.flavour).policy
-                };
+                // Owner or not, a whole submission gets the bundle's default policy.
+                let policy = defaults(bundle.flavour).policy;
                 let bundle = self.bundles.get_mut(&k).expect("exists");
                 bundle.streams.push(MStream {
                     creator: user,
