@@ -8,11 +8,20 @@ use crate::StreamId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
     Superblock,
-    StreamSlot { slot: u32 },
-    SegmentEntry { segment: u32 },
-    SegmentHeader { segment: u32 },
+    StreamSlot {
+        slot: u32,
+    },
+    SegmentEntry {
+        segment: u32,
+    },
+    SegmentHeader {
+        segment: u32,
+    },
     /// A record position: byte offset inside the segment.
-    Record { segment: u32, offset_bytes: u64 },
+    Record {
+        segment: u32,
+        offset_bytes: u64,
+    },
 }
 
 impl fmt::Display for Location {
@@ -22,7 +31,10 @@ impl fmt::Display for Location {
             Location::StreamSlot { slot } => write!(f, "stream slot {slot}"),
             Location::SegmentEntry { segment } => write!(f, "segment table entry {segment}"),
             Location::SegmentHeader { segment } => write!(f, "header of segment {segment}"),
-            Location::Record { segment, offset_bytes } => {
+            Location::Record {
+                segment,
+                offset_bytes,
+            } => {
                 write!(f, "segment {segment} offset {offset_bytes}")
             }
         }
@@ -53,16 +65,28 @@ pub enum EngineError {
     #[error("pool is full: all {segment_count} segments hold live data")]
     PoolFull { segment_count: u64 },
     #[error("stream {stream} has no record {seq} (readable: {first_seq}..{next_seq})")]
-    SeqOutOfRange { stream: StreamId, seq: u64, first_seq: u64, next_seq: u64 },
+    SeqOutOfRange {
+        stream: StreamId,
+        seq: u64,
+        first_seq: u64,
+        next_seq: u64,
+    },
     #[error("stream {stream}: cannot trim to {first_seq}, its next seq is {next_seq}")]
-    TrimBeyondTail { stream: StreamId, first_seq: u64, next_seq: u64 },
+    TrimBeyondTail {
+        stream: StreamId,
+        first_seq: u64,
+        next_seq: u64,
+    },
     #[error("stream {0} has used every sequence number")]
     SeqExhausted(StreamId),
 }
 
 impl EngineError {
     pub(crate) fn corruption(location: Location, detail: impl Into<String>) -> Self {
-        EngineError::Corruption { location, detail: detail.into() }
+        EngineError::Corruption {
+            location,
+            detail: detail.into(),
+        }
     }
 }
 

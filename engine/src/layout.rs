@@ -47,12 +47,14 @@ impl Layout {
             )));
         }
         let stream_table_offset = SUPERBLOCK_REGION_BYTES as u64;
-        let stream_table_bytes = (stream_slot_count * STREAM_SLOT_BYTES as u64).next_multiple_of(PAGE_BYTES);
+        let stream_table_bytes =
+            (stream_slot_count * STREAM_SLOT_BYTES as u64).next_multiple_of(PAGE_BYTES);
         let segment_table_offset = stream_table_offset + stream_table_bytes;
         // Segment table size depends on the segment count; size it for the most segments
         // that could fit, then count what really fits after it.
         let upper_count = pool_bytes / segment_size_bytes;
-        let segment_table_bytes = (upper_count * SEGMENT_ENTRY_BYTES as u64).next_multiple_of(PAGE_BYTES);
+        let segment_table_bytes =
+            (upper_count * SEGMENT_ENTRY_BYTES as u64).next_multiple_of(PAGE_BYTES);
         let segments_offset = segment_table_offset + segment_table_bytes;
         let segment_count = pool_bytes.saturating_sub(segments_offset) / segment_size_bytes;
         if segment_count < 2 {
@@ -96,11 +98,16 @@ impl Layout {
     fn check(&self, pool_bytes: u64) -> Result<()> {
         let bad = |detail: String| Err(EngineError::corruption(Location::Superblock, detail));
         let seg = self.segment_size_bytes;
-        if !(SEGMENT_SIZE_MIN_BYTES..=SEGMENT_SIZE_MAX_BYTES).contains(&seg) || seg % PAGE_BYTES != 0 {
+        if !(SEGMENT_SIZE_MIN_BYTES..=SEGMENT_SIZE_MAX_BYTES).contains(&seg)
+            || seg % PAGE_BYTES != 0
+        {
             return bad(format!("implausible segment size {seg}"));
         }
         if self.stream_slot_count == 0 || self.stream_slot_count > u64::from(u32::MAX) {
-            return bad(format!("implausible stream slot count {}", self.stream_slot_count));
+            return bad(format!(
+                "implausible stream slot count {}",
+                self.stream_slot_count
+            ));
         }
         if self.segment_count == 0 || self.segment_count > u64::from(u32::MAX) {
             return bad(format!("implausible segment count {}", self.segment_count));
@@ -110,7 +117,10 @@ impl Layout {
             || self.max_payload_bytes > MAX_PAYLOAD_BYTES as u64
             || max_payload + SEGMENT_HEADER_BYTES as u64 > seg
         {
-            return bad(format!("implausible max payload {}", self.max_payload_bytes));
+            return bad(format!(
+                "implausible max payload {}",
+                self.max_payload_bytes
+            ));
         }
         let stream_table_end = self
             .stream_slot_count
@@ -120,15 +130,19 @@ impl Layout {
             .segment_count
             .checked_mul(SEGMENT_ENTRY_BYTES as u64)
             .and_then(|bytes| bytes.checked_add(self.segment_table_offset));
-        let segments_end =
-            self.segment_count.checked_mul(seg).and_then(|bytes| bytes.checked_add(self.segments_offset));
+        let segments_end = self
+            .segment_count
+            .checked_mul(seg)
+            .and_then(|bytes| bytes.checked_add(self.segments_offset));
         let ordered = self.stream_table_offset >= SUPERBLOCK_REGION_BYTES as u64
             && matches!(stream_table_end, Some(end) if end <= self.segment_table_offset)
             && matches!(segment_table_end, Some(end) if end <= self.segments_offset)
             && matches!(segments_end, Some(end) if end <= pool_bytes)
             && self.segments_offset % PAGE_BYTES == 0;
         if !ordered {
-            return bad(format!("areas do not fit a pool of {pool_bytes} bytes: {self:?}"));
+            return bad(format!(
+                "areas do not fit a pool of {pool_bytes} bytes: {self:?}"
+            ));
         }
         Ok(())
     }

@@ -22,7 +22,7 @@
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
@@ -54,7 +54,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { segment_size_bytes: 4 << 20, stream_slot_count: 4096 }
+        LogConfig {
+            segment_size_bytes: 4 << 20,
+            stream_slot_count: 4096,
+        }
     }
 }
 
@@ -68,7 +71,9 @@ pub struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        OpenOptions { lane_count: (2 * cores).clamp(4, 64) }
+        OpenOptions {
+            lane_count: (2 * cores).clamp(4, 64),
+        }
     }
 }
 
@@ -85,6 +90,9 @@ pub(crate) struct OpenSegment {
 pub(crate) struct Lane {
     pub lane_index: u16,
     pub current: Option<OpenSegment>,
+    /// Live records and bytes written into `current` and not yet added to its counters.
+    pub unsettled_records: i64,
+    pub unsettled_bytes: i64,
     pub appends: u64,
     pub records: u64,
     pub bytes: u64,
@@ -105,8 +113,10 @@ pub(crate) struct SegmentMeta {
     pub entry: Mutex<EntryState>,
     /// Generation, readable without the lock (for record crc keys on reads).
     pub segment_gen: AtomicU64,
-    pub live_records: AtomicU64,
-    pub live_bytes: AtomicU64,
+    /// Records and bytes still readable. Signed: a lane adds what it wrote only when it
+    /// seals the segment, so trims may briefly drive an open segment's count below zero.
+    pub live_records: AtomicI64,
+    pub live_bytes: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -219,8 +229,12 @@ impl<P: Pmem> Log<P> {
             return Err(EngineError::AlreadyFormatted);
         }
         let pool_bytes = pmem.len_bytes() as u64;
-        let layout =
-            Layout::plan(pool_bytes, config.segment_size_bytes, config.stream_slot_count, random_nonce())?;
+        let layout = Layout::plan(
+            pool_bytes,
+            config.segment_size_bytes,
+            config.stream_slot_count,
+            random_nonce(),
+        )?;
         // Zero every table, persist, then write the superblock last: a pool whose format was
         // interrupted has no valid superblock and is formatted again from scratch.
         let tables_bytes = (layout.segments_offset - layout.stream_table_offset) as usize;
@@ -229,7 +243,11 @@ impl<P: Pmem> Log<P> {
         pmem.fence();
         for segment in 0..layout.segment_count as u32 {
             let base = layout.segment_offset(segment);
-            if pmem.read(base, layout.segment_size_bytes as usize).iter().any(|&b| b != 0) {
+            if pmem
+                .read(base, layout.segment_size_bytes as usize)
+                .iter()
+                .any(|&b| b != 0)
+            {
                 pmem.zero_nt(base, layout.segment_size_bytes as usize);
             }
         }
@@ -243,9 +261,12 @@ impl<P: Pmem> Log<P> {
             space.free = (0..layout.segment_count as u32).rev().collect();
             space.next_gen = 1;
         }
-        log.slots.lock().extend(
-            (0..layout.stream_slot_count).map(|_| SlotInfo { incarnation: 0, state: SlotState::Free }),
-        );
+        log.slots
+            .lock()
+            .extend((0..layout.stream_slot_count).map(|_| SlotInfo {
+                incarnation: 0,
+                state: SlotState::Free,
+            }));
         Ok(log)
     }
 
@@ -253,15 +274,26 @@ impl<P: Pmem> Log<P> {
     pub(crate) fn assemble(pmem: P, layout: Layout, options: OpenOptions) -> Log<P> {
         let lane_count = options.lane_count.clamp(1, usize::from(u16::MAX));
         let lanes = (0..lane_count)
-            .map(|i| CachePadded::new(Mutex::new(Lane { lane_index: i as u16, ..Lane::default() })))
+            .map(|i| {
+                CachePadded::new(Mutex::new(Lane {
+                    lane_index: i as u16,
+                    ..Lane::default()
+                }))
+            })
             .collect();
-        let streams = (0..layout.stream_slot_count).map(|_| RwLock::new(None)).collect();
+        let streams = (0..layout.stream_slot_count)
+            .map(|_| RwLock::new(None))
+            .collect();
         let segments = (0..layout.segment_count)
             .map(|_| SegmentMeta {
-                entry: Mutex::new(EntryState { entry: SegmentEntry::NEVER_USED, slot: 1, released: false }),
+                entry: Mutex::new(EntryState {
+                    entry: SegmentEntry::NEVER_USED,
+                    slot: 1,
+                    released: false,
+                }),
                 segment_gen: AtomicU64::new(0),
-                live_records: AtomicU64::new(0),
-                live_bytes: AtomicU64::new(0),
+                live_records: AtomicI64::new(0),
+                live_bytes: AtomicI64::new(0),
             })
             .collect();
         Log {
@@ -300,11 +332,16 @@ impl<P: Pmem> Log<P> {
     /// Creates a stream, durably. `label` (at most 31 bytes) is stored with it.
     pub fn create_stream(&self, label: &[u8]) -> Result<StreamId> {
         if label.len() > MAX_LABEL_BYTES {
-            return Err(EngineError::LabelTooLong { len_bytes: label.len(), max_bytes: MAX_LABEL_BYTES });
+            return Err(EngineError::LabelTooLong {
+                len_bytes: label.len(),
+                max_bytes: MAX_LABEL_BYTES,
+            });
         }
         let mut slots = self.slots.lock();
         let Some(slot) = slots.iter().position(|s| s.state != SlotState::Live) else {
-            return Err(EngineError::StreamTableFull { slot_count: self.layout.stream_slot_count });
+            return Err(EngineError::StreamTableFull {
+                slot_count: self.layout.stream_slot_count,
+            });
         };
         let incarnation = slots[slot].incarnation.wrapping_add(1).max(1);
         let slot_index = slot as u32;
@@ -312,11 +349,18 @@ impl<P: Pmem> Log<P> {
         let body = stream_slot::encode_body(incarnation, label);
         // Body first (state word untouched: the slot still reads free or deleted), then the
         // state word flips it live with one atomic store.
-        self.pmem.write(offset + ATOMIC_STORE_BYTES, &body[ATOMIC_STORE_BYTES..]);
+        self.pmem
+            .write(offset + ATOMIC_STORE_BYTES, &body[ATOMIC_STORE_BYTES..]);
         self.pmem.persist(offset, STREAM_SLOT_BYTES);
-        self.pmem.write_u64(offset, stream_slot::state_word(incarnation, SlotState::Live));
+        self.pmem.write_u64(
+            offset,
+            stream_slot::state_word(incarnation, SlotState::Live),
+        );
         self.pmem.persist(offset, ATOMIC_STORE_BYTES);
-        slots[slot] = SlotInfo { incarnation, state: SlotState::Live };
+        slots[slot] = SlotInfo {
+            incarnation,
+            state: SlotState::Live,
+        };
         let id = StreamId(stream_slot::stream_id(slot_index, incarnation));
         let stream = Stream::new(id, slot_index, label.to_vec(), Index::default());
         *self.streams[slot].write() = Some(Arc::new(stream));
@@ -330,7 +374,10 @@ impl<P: Pmem> Log<P> {
         let index = stream.mark_deleted();
         let offset = self.layout.slot_offset(stream.slot);
         let incarnation = (id.0 >> 32) as u32;
-        self.pmem.write_u64(offset, stream_slot::state_word(incarnation, SlotState::Deleted));
+        self.pmem.write_u64(
+            offset,
+            stream_slot::state_word(incarnation, SlotState::Deleted),
+        );
         self.pmem.persist(offset, ATOMIC_STORE_BYTES);
         slots[stream.slot as usize].state = SlotState::Deleted;
         *self.streams[stream.slot as usize].write() = None;
@@ -345,15 +392,23 @@ impl<P: Pmem> Log<P> {
             .iter()
             .filter_map(|slot| slot.read().clone())
             .map(|stream| {
-                let first_seq = stream.index.read().first_seq;
-                StreamInfo { id: stream.id, label: stream.label.clone(), first_seq, next_seq: stream.durable_next() }
+                let first_seq = stream.first_seq();
+                StreamInfo {
+                    id: stream.id,
+                    label: stream.label.clone(),
+                    first_seq,
+                    next_seq: stream.durable_next(),
+                }
             })
             .collect()
     }
 
     pub(crate) fn stream(&self, id: StreamId) -> Result<Arc<Stream>> {
         let slot = (id.0 & u64::from(u32::MAX)) as usize;
-        let entry = self.streams.get(slot).ok_or(EngineError::UnknownStream(id))?;
+        let entry = self
+            .streams
+            .get(slot)
+            .ok_or(EngineError::UnknownStream(id))?;
         match &*entry.read() {
             Some(stream) if stream.id == id => Ok(Arc::clone(stream)),
             _ => Err(EngineError::UnknownStream(id)),
@@ -363,7 +418,7 @@ impl<P: Pmem> Log<P> {
     /// `(first_seq, next_seq)`: the readable seqs of a stream are `first_seq..next_seq`.
     pub fn bounds(&self, id: StreamId) -> Result<(u64, u64)> {
         let stream = self.stream(id)?;
-        let first_seq = stream.index.read().first_seq;
+        let first_seq = stream.first_seq();
         Ok((first_seq, stream.durable_next()))
     }
 
@@ -377,7 +432,10 @@ impl<P: Pmem> Log<P> {
 
     fn check_payload(&self, len_bytes: usize) -> Result<()> {
         if len_bytes > self.max_payload_bytes() {
-            return Err(EngineError::PayloadTooLarge { len_bytes, max_bytes: self.max_payload_bytes() });
+            return Err(EngineError::PayloadTooLarge {
+                len_bytes,
+                max_bytes: self.max_payload_bytes(),
+            });
         }
         Ok(())
     }
@@ -408,9 +466,18 @@ impl<P: Pmem> Log<P> {
             let mut lane = self.acquire_lane();
             let open = self.room_for(&mut lane, size_bytes, None)?;
             let loc = Loc::new(open.segment, open.tail_bytes as u32);
-            let seq = stream.reserve(IndexEntry { loc, size_bytes: size_bytes as u32 })?;
-            self.count_live(open.segment, size_bytes);
-            let header = RecordHeader { stream_id: id.0, seq, payload_len: payload.len() as u32, payload_crc };
+            let seq = stream.reserve(IndexEntry {
+                loc,
+                size_bytes: size_bytes as u32,
+            })?;
+            lane.unsettled_records += 1;
+            lane.unsettled_bytes += size_bytes as i64;
+            let header = RecordHeader {
+                stream_id: id.0,
+                seq,
+                payload_len: payload.len() as u32,
+                payload_crc,
+            };
             let offset = self.write_record(&open, &header, payload);
             self.pmem.fence();
             self.advance_lane(&mut lane, offset, size_bytes);
@@ -418,8 +485,7 @@ impl<P: Pmem> Log<P> {
             lane.fences += 1;
             seq
         };
-        stream.mark_durable(seq);
-        stream.wait_durable(seq);
+        stream.publish(seq);
         Ok(seq)
     }
 
@@ -439,7 +505,8 @@ impl<P: Pmem> Log<P> {
             let mut unfenced: Option<(usize, u64)> = None;
             for (stream, payload, payload_crc) in &resolved {
                 let size_bytes = record::record_size_bytes(payload.len()) as u64;
-                if matches!(unfenced, Some((_, bytes)) if bytes + size_bytes > self.layout.torn_extent_max_bytes()) {
+                if matches!(unfenced, Some((_, bytes)) if bytes + size_bytes > self.layout.torn_extent_max_bytes())
+                {
                     self.pmem.fence();
                     lane.fences += 1;
                     unfenced = None;
@@ -459,7 +526,10 @@ impl<P: Pmem> Log<P> {
                     unfenced = None; // the seal's fence made them durable
                 }
                 let loc = Loc::new(open.segment, open.tail_bytes as u32);
-                let seq = match stream.reserve(IndexEntry { loc, size_bytes: size_bytes as u32 }) {
+                let seq = match stream.reserve(IndexEntry {
+                    loc,
+                    size_bytes: size_bytes as u32,
+                }) {
                     Ok(seq) => seq,
                     Err(error) => {
                         self.pmem.fence();
@@ -467,7 +537,8 @@ impl<P: Pmem> Log<P> {
                         return Err(error);
                     }
                 };
-                self.count_live(open.segment, size_bytes);
+                lane.unsettled_records += 1;
+                lane.unsettled_bytes += size_bytes as i64;
                 let header = RecordHeader {
                     stream_id: stream.id.0,
                     seq,
@@ -491,11 +562,9 @@ impl<P: Pmem> Log<P> {
     }
 
     fn finish_batch(&self, resolved: &[(Arc<Stream>, &[u8], u32)], seqs: &[u64]) {
+        // In reservation order: see `Stream::publish` for why this cannot deadlock.
         for ((stream, _, _), &seq) in resolved.iter().zip(seqs) {
-            stream.mark_durable(seq);
-        }
-        for ((stream, _, _), &seq) in resolved.iter().zip(seqs) {
-            stream.wait_durable(seq);
+            stream.publish(seq);
         }
     }
 
@@ -519,7 +588,10 @@ impl<P: Pmem> Log<P> {
         let Some(open) = lane.current.as_mut() else {
             unreachable!("a lane writes only into its open segment");
         };
-        debug_assert_eq!(offset, self.layout.segment_offset(open.segment) + open.tail_bytes as usize);
+        debug_assert_eq!(
+            offset,
+            self.layout.segment_offset(open.segment) + open.tail_bytes as usize
+        );
         open.tail_bytes += size_bytes;
         open.record_count += 1;
         debug_assert!(open.tail_bytes <= self.layout.segment_size_bytes);
@@ -527,16 +599,26 @@ impl<P: Pmem> Log<P> {
         lane.bytes += size_bytes;
     }
 
-    fn count_live(&self, segment: u32, size_bytes: u64) {
+    /// Adds what a lane wrote into `segment` to the segment's live counters.
+    fn settle_live(&self, segment: u32, lane: &mut Lane) {
         let meta = &self.segments[segment as usize];
-        meta.live_records.fetch_add(1, Ordering::Relaxed);
-        meta.live_bytes.fetch_add(size_bytes, Ordering::Relaxed);
+        meta.live_records
+            .fetch_add(lane.unsettled_records, Ordering::AcqRel);
+        meta.live_bytes
+            .fetch_add(lane.unsettled_bytes, Ordering::AcqRel);
+        lane.unsettled_records = 0;
+        lane.unsettled_bytes = 0;
     }
 
     /// The lane's open segment, with room for `size_bytes`; seals a full one and opens the
     /// next. `unfenced` bytes in the current segment are flushed first, so the seal's fence
     /// makes them durable before the segment reads as sealed.
-    fn room_for(&self, lane: &mut Lane, size_bytes: u64, unfenced: Option<(usize, u64)>) -> Result<OpenSegment> {
+    fn room_for(
+        &self,
+        lane: &mut Lane,
+        size_bytes: u64,
+        unfenced: Option<(usize, u64)>,
+    ) -> Result<OpenSegment> {
         if let Some(open) = lane.current {
             if open.tail_bytes + size_bytes <= self.layout.segment_size_bytes {
                 return Ok(open);
@@ -548,6 +630,7 @@ impl<P: Pmem> Log<P> {
             if let Some((start, bytes)) = unfenced {
                 self.pmem.flush(start, bytes as usize);
             }
+            self.settle_live(full.segment, lane);
             self.seal(full);
             lane.fences += 1;
         }
@@ -579,7 +662,9 @@ impl<P: Pmem> Log<P> {
                 break;
             }
         }
-        Err(EngineError::PoolFull { segment_count: self.layout.segment_count })
+        Err(EngineError::PoolFull {
+            segment_count: self.layout.segment_count,
+        })
     }
 
     fn open_segment(&self, segment: u32, segment_gen: u64, lane_index: u16) -> OpenSegment {
@@ -608,7 +693,7 @@ impl<P: Pmem> Log<P> {
         self.store_entry(segment, &mut entry, next);
         OpenSegment {
             segment,
-            key: CrcKey { pool_nonce: self.layout.pool_nonce, segment_gen },
+            key: CrcKey::new(self.layout.pool_nonce, segment_gen),
             tail_bytes: SEGMENT_HEADER_BYTES as u64,
             record_count: 0,
         }
@@ -634,11 +719,19 @@ impl<P: Pmem> Log<P> {
         next.update_seq = state.entry.update_seq + 1;
         let target = 1 - state.slot;
         let offset = self.layout.entry_offset(segment) + target * SEGMENT_ENTRY_SLOT_BYTES;
-        debug_assert_eq!(offset % SEGMENT_ENTRY_SLOT_BYTES, 0, "an entry slot is one cache line");
+        debug_assert_eq!(
+            offset % SEGMENT_ENTRY_SLOT_BYTES,
+            0,
+            "an entry slot is one cache line"
+        );
         let bytes = next.encode();
         let words: Vec<u64> = bytes
             .chunks_exact(ATOMIC_STORE_BYTES)
-            .map(|word| u64::from_le_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]))
+            .map(|word| {
+                u64::from_le_bytes([
+                    word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+                ])
+            })
             .collect();
         for (i, &word) in words.iter().enumerate().skip(1) {
             self.pmem.write_u64(offset + i * ATOMIC_STORE_BYTES, word);
@@ -658,7 +751,8 @@ impl<P: Pmem> Log<P> {
         for entry in entries {
             let segment = entry.loc.segment();
             let meta = &self.segments[segment as usize];
-            meta.live_bytes.fetch_sub(u64::from(entry.size_bytes), Ordering::Relaxed);
+            meta.live_bytes
+                .fetch_sub(i64::from(entry.size_bytes), Ordering::Relaxed);
             if meta.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
                 touched.push(segment);
             }
@@ -705,13 +799,22 @@ impl<P: Pmem> Log<P> {
         let meta = &self.segments[segment as usize];
         let mut entry = meta.entry.lock();
         if entry.entry.state != SegmentState::Scrubbing {
-            let next = SegmentEntry { state: SegmentState::Scrubbing, ..entry.entry };
+            let next = SegmentEntry {
+                state: SegmentState::Scrubbing,
+                ..entry.entry
+            };
             self.store_entry(segment, &mut entry, next);
         }
         let base = self.layout.segment_offset(segment);
-        self.pmem.zero_nt(base, self.layout.segment_size_bytes as usize);
+        self.pmem
+            .zero_nt(base, self.layout.segment_size_bytes as usize);
         self.pmem.fence();
-        let next = SegmentEntry { state: SegmentState::Free, sealed_len_bytes: 0, record_count: 0, ..entry.entry };
+        let next = SegmentEntry {
+            state: SegmentState::Free,
+            sealed_len_bytes: 0,
+            record_count: 0,
+            ..entry.entry
+        };
         self.store_entry(segment, &mut entry, next);
         entry.released = false;
         meta.live_records.store(0, Ordering::Relaxed);
@@ -724,24 +827,11 @@ impl<P: Pmem> Log<P> {
     /// every segment they occupied holds no live record.
     pub fn trim(&self, id: StreamId, first_seq: u64) -> Result<()> {
         let stream = self.stream(id)?;
-        let dropped = stream.with_appends_paused(|deleted| -> Result<Vec<IndexEntry>> {
-            if deleted {
-                return Err(EngineError::UnknownStream(id));
-            }
-            let next_seq = stream.durable_next();
-            let mut index = stream.index.write();
-            if first_seq > next_seq || first_seq > index.first_seq + index.entries.len() as u64 {
-                return Err(EngineError::TrimBeyondTail { stream: id, first_seq, next_seq });
-            }
-            if first_seq <= index.first_seq {
-                return Ok(Vec::new());
-            }
-            let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
-            self.pmem.write_u64(offset, stream_slot::trim_word(id.0, first_seq));
+        let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
+        let dropped = stream.trim(first_seq, || {
+            self.pmem
+                .write_u64(offset, stream_slot::trim_word(id.0, first_seq));
             self.pmem.persist(offset, ATOMIC_STORE_BYTES);
-            let count = (first_seq - index.first_seq) as usize;
-            index.first_seq = first_seq;
-            Ok(index.entries.drain(..count).collect())
         })?;
         self.forget_records(dropped.into_iter());
         Ok(())
@@ -754,29 +844,48 @@ impl<P: Pmem> Log<P> {
         // Pin before looking the record up, so its segment cannot be scrubbed in between.
         let guard = epoch::pin();
         let stream = self.stream(id)?;
-        let (entry, first_seq) = {
-            let index = stream.index.read();
-            (index.get(seq), index.first_seq)
-        };
+        let (entry, first_seq) = stream.lookup(seq);
         let next_seq = stream.durable_next();
         let entry = match entry {
             Some(entry) if seq < next_seq => entry,
-            _ => return Err(EngineError::SeqOutOfRange { stream: id, seq, first_seq, next_seq }),
+            _ => {
+                return Err(EngineError::SeqOutOfRange {
+                    stream: id,
+                    seq,
+                    first_seq,
+                    next_seq,
+                })
+            }
         };
         let payload = self.read_hot(entry, id, seq)?;
-        Ok(Record { _guard: guard, stream: id, seq, payload })
+        Ok(Record {
+            _guard: guard,
+            stream: id,
+            seq,
+            payload,
+        })
     }
 
     fn read_hot(&self, entry: IndexEntry, id: StreamId, seq: u64) -> Result<&[u8]> {
         let segment = entry.loc.segment();
         let offset_bytes = entry.loc.offset_bytes();
-        let location = Location::Record { segment, offset_bytes: u64::from(offset_bytes) };
-        let segment_gen = self.segments[segment as usize].segment_gen.load(Ordering::Acquire);
-        let key = CrcKey { pool_nonce: self.layout.pool_nonce, segment_gen };
+        let location = Location::Record {
+            segment,
+            offset_bytes: u64::from(offset_bytes),
+        };
+        let segment_gen = self.segments[segment as usize]
+            .segment_gen
+            .load(Ordering::Acquire);
+        let key = CrcKey::new(self.layout.pool_nonce, segment_gen);
         let base = self.layout.segment_offset(segment) + offset_bytes as usize;
         let header = match record::decode_slice(self.pmem.read(base, RECORD_HEADER_BYTES), key) {
             HeaderCheck::Live(header) => header,
-            other => return Err(EngineError::corruption(location, format!("record header reads {other:?}"))),
+            other => {
+                return Err(EngineError::corruption(
+                    location,
+                    format!("record header reads {other:?}"),
+                ))
+            }
         };
         let size = record::record_size_bytes(header.payload_len as usize);
         if header.stream_id != id.0 || header.seq != seq || size != entry.size_bytes as usize {
@@ -785,9 +894,14 @@ impl<P: Pmem> Log<P> {
                 format!("expected stream {id} seq {seq}, found header {header:?}"),
             ));
         }
-        let payload = self.pmem.read(base + RECORD_HEADER_BYTES, header.payload_len as usize);
+        let payload = self
+            .pmem
+            .read(base + RECORD_HEADER_BYTES, header.payload_len as usize);
         if record::payload_crc(payload) != header.payload_crc {
-            return Err(EngineError::corruption(location, "payload checksum mismatch"));
+            return Err(EngineError::corruption(
+                location,
+                "payload checksum mismatch",
+            ));
         }
         Ok(payload)
     }
@@ -795,7 +909,11 @@ impl<P: Pmem> Log<P> {
     /// Iterates a stream from `from_seq` up to its durable tail at the time of each step.
     pub fn iter(&self, id: StreamId, from_seq: u64) -> Result<StreamIter<'_, P>> {
         let stream = self.stream(id)?;
-        Ok(StreamIter { log: self, id: stream.id, next_seq: from_seq })
+        Ok(StreamIter {
+            log: self,
+            id: stream.id,
+            next_seq: from_seq,
+        })
     }
 
     // ----- statistics ----------------------------------------------------------------
@@ -812,10 +930,16 @@ impl<P: Pmem> Log<P> {
             stats.records_appended += lane.records;
             stats.bytes_appended += lane.bytes;
             stats.fences += lane.fences;
+            stats.live_records += lane.unsettled_records as u64;
+            stats.live_bytes += lane.unsettled_bytes as u64;
         }
         for meta in self.segments.iter() {
-            stats.live_records += meta.live_records.load(Ordering::Relaxed);
-            stats.live_bytes += meta.live_bytes.load(Ordering::Relaxed);
+            stats.live_records = stats
+                .live_records
+                .wrapping_add_signed(meta.live_records.load(Ordering::Relaxed));
+            stats.live_bytes = stats
+                .live_bytes
+                .wrapping_add_signed(meta.live_bytes.load(Ordering::Relaxed));
             match meta.entry.lock().entry.state {
                 SegmentState::Free => stats.segments_free += 1,
                 SegmentState::Open => stats.segments_open += 1,

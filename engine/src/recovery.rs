@@ -56,22 +56,38 @@ pub struct RecoveryReport {
 pub(crate) fn read_layout<P: Pmem>(pmem: &P) -> Result<Layout> {
     let pool_bytes = pmem.len_bytes() as u64;
     if (pool_bytes as usize) < SUPERBLOCK_USED_BYTES {
-        return Err(EngineError::PoolTooSmall { pool_bytes, needed_bytes: SUPERBLOCK_USED_BYTES as u64 });
+        return Err(EngineError::PoolTooSmall {
+            pool_bytes,
+            needed_bytes: SUPERBLOCK_USED_BYTES as u64,
+        });
     }
     let superblock = match Superblock::decode(pmem.read(0, SUPERBLOCK_USED_BYTES)) {
         Ok(superblock) => superblock,
         Err(SuperblockError::Unformatted) => return Err(EngineError::Unformatted),
-        Err(error) => return Err(EngineError::corruption(Location::Superblock, format!("{error:?}"))),
+        Err(error) => {
+            return Err(EngineError::corruption(
+                Location::Superblock,
+                format!("{error:?}"),
+            ))
+        }
     };
     Layout::from_superblock(&superblock, pool_bytes)
 }
 
-pub(crate) fn read_entry<P: Pmem>(pmem: &P, layout: &Layout, segment: u32) -> Result<(SegmentEntry, usize)> {
+pub(crate) fn read_entry<P: Pmem>(
+    pmem: &P,
+    layout: &Layout,
+    segment: u32,
+) -> Result<(SegmentEntry, usize)> {
     SegmentEntry::decode_pair(pmem.read(layout.entry_offset(segment), SEGMENT_ENTRY_BYTES))
         .map_err(|e| EngineError::corruption(Location::SegmentEntry { segment }, format!("{e:?}")))
 }
 
-pub(crate) fn read_slot<P: Pmem>(pmem: &P, layout: &Layout, slot: u32) -> Result<stream_slot::StreamSlot> {
+pub(crate) fn read_slot<P: Pmem>(
+    pmem: &P,
+    layout: &Layout,
+    slot: u32,
+) -> Result<stream_slot::StreamSlot> {
     let mut bytes = [0u8; STREAM_SLOT_BYTES];
     bytes.copy_from_slice(pmem.read(layout.slot_offset(slot), STREAM_SLOT_BYTES));
     stream_slot::decode(slot, &bytes)
@@ -91,9 +107,15 @@ impl<P: Pmem> Log<P> {
         let mut live_slots: HashMap<u64, (u32, stream_slot::StreamSlot)> = HashMap::new();
         for slot in 0..layout.stream_slot_count as u32 {
             let decoded = read_slot(&log.pmem, &layout, slot)?;
-            slot_infos.push(SlotInfo { incarnation: decoded.incarnation, state: decoded.state });
+            slot_infos.push(SlotInfo {
+                incarnation: decoded.incarnation,
+                state: decoded.state,
+            });
             if decoded.state == SlotState::Live {
-                live_slots.insert(stream_slot::stream_id(slot, decoded.incarnation), (slot, decoded));
+                live_slots.insert(
+                    stream_slot::stream_id(slot, decoded.incarnation),
+                    (slot, decoded),
+                );
             }
         }
 
@@ -107,9 +129,14 @@ impl<P: Pmem> Log<P> {
             let (entry, slot) = read_entry(&log.pmem, &layout, segment)?;
             max_gen = max_gen.max(entry.segment_gen);
             let meta = &log.segments[segment as usize];
-            meta.segment_gen.store(entry.segment_gen, std::sync::atomic::Ordering::Relaxed);
-            *meta.entry.lock() = EntryState { entry, slot, released: false };
-            let key = CrcKey { pool_nonce: layout.pool_nonce, segment_gen: entry.segment_gen };
+            meta.segment_gen
+                .store(entry.segment_gen, std::sync::atomic::Ordering::Relaxed);
+            *meta.entry.lock() = EntryState {
+                entry,
+                slot,
+                released: false,
+            };
+            let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
             scanned.clear();
             match entry.state {
                 SegmentState::Free => free.push(segment),
@@ -139,7 +166,11 @@ impl<P: Pmem> Log<P> {
                     scan::scan_sealed(&log.pmem, &layout, segment, &entry, false, &mut scanned)?;
                     if entry.state == SegmentState::Migrating {
                         let mut state = meta.entry.lock();
-                        let sealed = SegmentEntry { state: SegmentState::Sealed, cold_id: 0, ..entry };
+                        let sealed = SegmentEntry {
+                            state: SegmentState::Sealed,
+                            cold_id: 0,
+                            ..entry
+                        };
                         log.store_entry(segment, &mut state, sealed);
                     }
                     report.segments_scanned += 1;
@@ -163,22 +194,35 @@ impl<P: Pmem> Log<P> {
                     continue; // trimmed
                 }
                 let size_bytes = record::record_size_bytes(header.payload_len as usize) as u32;
-                let entry = IndexEntry { loc: Loc::new(segment, record.offset_bytes), size_bytes };
-                per_stream.entry(header.stream_id).or_default().push((header.seq, entry));
+                let entry = IndexEntry {
+                    loc: Loc::new(segment, record.offset_bytes),
+                    size_bytes,
+                };
+                per_stream
+                    .entry(header.stream_id)
+                    .or_default()
+                    .push((header.seq, entry));
             }
         }
 
         // Streams from records.
         let mut orphans: Vec<(u32, CrcKey, u32)> = Vec::new();
-        let key_of = |segment: u32| CrcKey {
-            pool_nonce: layout.pool_nonce,
-            segment_gen: log.segments[segment as usize].segment_gen.load(std::sync::atomic::Ordering::Relaxed),
+        let key_of = |segment: u32| {
+            CrcKey::new(
+                layout.pool_nonce,
+                log.segments[segment as usize]
+                    .segment_gen
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
         };
         let mut streams_built = Vec::with_capacity(live_slots.len());
         for (stream_id, (slot, decoded)) in &live_slots {
             let mut records = per_stream.remove(stream_id).unwrap_or_default();
             records.sort_unstable_by_key(|(seq, _)| *seq);
-            let mut index = Index { first_seq: decoded.first_seq, entries: Default::default() };
+            let mut index = Index {
+                first_seq: decoded.first_seq,
+                entries: Default::default(),
+            };
             let mut expected = decoded.first_seq;
             for (seq, entry) in records {
                 if seq == expected {
@@ -186,7 +230,10 @@ impl<P: Pmem> Log<P> {
                     expected += 1;
                 } else if seq < expected {
                     return Err(EngineError::corruption(
-                        Location::Record { segment: entry.loc.segment(), offset_bytes: entry.loc.offset_bytes().into() },
+                        Location::Record {
+                            segment: entry.loc.segment(),
+                            offset_bytes: entry.loc.offset_bytes().into(),
+                        },
                         format!("stream {} has seq {seq} twice", StreamId(*stream_id)),
                     ));
                 } else {
@@ -196,12 +243,21 @@ impl<P: Pmem> Log<P> {
             }
             for entry in &index.entries {
                 let meta = &log.segments[entry.loc.segment() as usize];
-                meta.live_records.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                meta.live_bytes.fetch_add(u64::from(entry.size_bytes), std::sync::atomic::Ordering::Relaxed);
+                meta.live_records
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                meta.live_bytes.fetch_add(
+                    i64::from(entry.size_bytes),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 report.live_bytes += u64::from(entry.size_bytes);
             }
             report.live_records += index.entries.len() as u64;
-            streams_built.push(Stream::new(StreamId(*stream_id), *slot, decoded.label.clone(), index));
+            streams_built.push(Stream::new(
+                StreamId(*stream_id),
+                *slot,
+                decoded.label.clone(),
+                index,
+            ));
         }
         report.streams = streams_built.len() as u64;
         for stream in streams_built {

@@ -41,7 +41,10 @@ pub struct OpenTail {
 }
 
 fn record_location(segment: u32, offset_bytes: u64) -> Location {
-    Location::Record { segment, offset_bytes }
+    Location::Record {
+        segment,
+        offset_bytes,
+    }
 }
 
 /// Checks the header of `segment` against its table entry.
@@ -52,8 +55,9 @@ pub fn check_segment_header<P: Pmem>(
     entry: &SegmentEntry,
 ) -> Result<()> {
     let base = layout.segment_offset(segment);
-    let header = SegmentHeader::decode(pmem.read(base, SEGMENT_HEADER_BYTES))
-        .map_err(|e| EngineError::corruption(Location::SegmentHeader { segment }, format!("{e:?}")))?;
+    let header = SegmentHeader::decode(pmem.read(base, SEGMENT_HEADER_BYTES)).map_err(|e| {
+        EngineError::corruption(Location::SegmentHeader { segment }, format!("{e:?}"))
+    })?;
     let expected = SegmentHeader {
         segment_index: segment,
         segment_gen: entry.segment_gen,
@@ -92,8 +96,10 @@ fn read_record<P: Pmem>(
         return None;
     }
     if verify_payload && !void {
-        let payload =
-            pmem.read(base + pos as usize + RECORD_HEADER_BYTES, header.payload_len as usize);
+        let payload = pmem.read(
+            base + pos as usize + RECORD_HEADER_BYTES,
+            header.payload_len as usize,
+        );
         if record::payload_crc(payload) != header.payload_crc {
             return None;
         }
@@ -111,7 +117,10 @@ pub fn scan_sealed<P: Pmem>(
     verify_payload: bool,
     out: &mut Vec<ScannedRecord>,
 ) -> Result<()> {
-    debug_assert!(matches!(entry.state, SegmentState::Sealed | SegmentState::Migrating));
+    debug_assert!(matches!(
+        entry.state,
+        SegmentState::Sealed | SegmentState::Migrating
+    ));
     check_segment_header(pmem, layout, segment, entry)?;
     let end = entry.sealed_len_bytes;
     if end < SEGMENT_HEADER_BYTES as u64 || end > layout.segment_size_bytes {
@@ -121,7 +130,7 @@ pub fn scan_sealed<P: Pmem>(
         ));
     }
     let base = layout.segment_offset(segment);
-    let key = CrcKey { pool_nonce: layout.pool_nonce, segment_gen: entry.segment_gen };
+    let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
     let mut pos = SEGMENT_HEADER_BYTES as u64;
     let mut count = 0u64;
     while pos < end {
@@ -131,14 +140,21 @@ pub fn scan_sealed<P: Pmem>(
                 "invalid record inside a sealed segment",
             ));
         };
-        out.push(ScannedRecord { header, offset_bytes: pos as u32, void });
+        out.push(ScannedRecord {
+            header,
+            offset_bytes: pos as u32,
+            void,
+        });
         pos += record::record_size_bytes(header.payload_len as usize) as u64;
         count += 1;
     }
     if count != entry.record_count {
         return Err(EngineError::corruption(
             Location::SegmentEntry { segment },
-            format!("sealed segment holds {count} records, its entry says {}", entry.record_count),
+            format!(
+                "sealed segment holds {count} records, its entry says {}",
+                entry.record_count
+            ),
         ));
     }
     Ok(())
@@ -156,11 +172,15 @@ pub fn scan_open<P: Pmem>(
     check_segment_header(pmem, layout, segment, entry)?;
     let base = layout.segment_offset(segment);
     let end = layout.segment_size_bytes;
-    let key = CrcKey { pool_nonce: layout.pool_nonce, segment_gen: entry.segment_gen };
+    let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
     let mut pos = SEGMENT_HEADER_BYTES as u64;
     let mut record_count = 0u64;
     while let Some((header, void)) = read_record(pmem, base, pos, end, key, true) {
-        out.push(ScannedRecord { header, offset_bytes: pos as u32, void });
+        out.push(ScannedRecord {
+            header,
+            offset_bytes: pos as u32,
+            void,
+        });
         pos += record::record_size_bytes(header.payload_len as usize) as u64;
         record_count += 1;
     }
@@ -178,5 +198,9 @@ pub fn scan_open<P: Pmem>(
             ),
         ));
     }
-    Ok(OpenTail { tail_bytes: pos, torn_end_bytes: torn_end, record_count })
+    Ok(OpenTail {
+        tail_bytes: pos,
+        torn_end_bytes: torn_end,
+        record_count,
+    })
 }

@@ -1,9 +1,9 @@
 //! In-memory state of one stream: sequence numbers, durability watermark and record index.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
 use crate::format::stream_slot::SEQ_LIMIT;
@@ -49,24 +49,20 @@ impl Index {
 }
 
 #[derive(Debug)]
-struct AppendState {
+struct StreamState {
     next_seq: u64,
     deleted: bool,
-    /// Durable seqs above the watermark (a later append finished before an earlier one).
-    done_early: BTreeSet<u64>,
-    watermark: u64,
-    waiters: u32,
+    index: Index,
 }
 
 pub(crate) struct Stream {
     pub id: StreamId,
     pub slot: u32,
     pub label: Vec<u8>,
-    append: Mutex<AppendState>,
-    durable_cv: Condvar,
-    /// Every seq below this is durable, hence readable.
+    state: Mutex<StreamState>,
+    /// Every seq below this is durable, hence readable. Writers advance it in seq order,
+    /// each with one plain release store (no read-modify-write after the fence).
     durable_next: AtomicU64,
-    pub index: RwLock<Index>,
 }
 
 impl Stream {
@@ -76,16 +72,12 @@ impl Stream {
             id,
             slot,
             label,
-            append: Mutex::new(AppendState {
+            state: Mutex::new(StreamState {
                 next_seq,
                 deleted: false,
-                done_early: BTreeSet::new(),
-                watermark: next_seq,
-                waiters: 0,
+                index,
             }),
-            durable_cv: Condvar::new(),
             durable_next: AtomicU64::new(next_seq),
-            index: RwLock::new(index),
         }
     }
 
@@ -94,10 +86,21 @@ impl Stream {
         self.durable_next.load(Ordering::Acquire)
     }
 
+    pub fn first_seq(&self) -> u64 {
+        self.state.lock().index.first_seq
+    }
+
+    /// The index entry of `seq` (durable or not) and the stream's first seq.
+    pub fn lookup(&self, seq: u64) -> (Option<IndexEntry>, u64) {
+        let state = self.state.lock();
+        (state.index.get(seq), state.index.first_seq)
+    }
+
     /// Takes the next seq for a record at `entry` and indexes it. The caller holds the lane,
-    /// so records of one stream within a lane are written in seq order.
+    /// so records of one stream within a lane are written in seq order. Every reserved seq
+    /// must be published with [`Stream::publish`] once its record is durable.
     pub fn reserve(&self, entry: IndexEntry) -> Result<u64> {
-        let mut state = self.append.lock();
+        let mut state = self.state.lock();
         if state.deleted {
             return Err(EngineError::UnknownStream(self.id));
         }
@@ -106,60 +109,67 @@ impl Stream {
             return Err(EngineError::SeqExhausted(self.id));
         }
         state.next_seq += 1;
-        let mut index = self.index.write();
-        debug_assert_eq!(index.first_seq + index.entries.len() as u64, seq);
-        index.entries.push_back(entry);
+        debug_assert_eq!(
+            state.index.first_seq + state.index.entries.len() as u64,
+            seq
+        );
+        state.index.entries.push_back(entry);
         Ok(seq)
     }
 
-    /// Marks `seq` durable (its record was fenced) and advances the readable watermark.
-    pub fn mark_durable(&self, seq: u64) {
-        let mut state = self.append.lock();
-        if seq == state.watermark {
-            state.watermark += 1;
-            loop {
-                let next = state.watermark;
-                if !state.done_early.remove(&next) {
-                    break;
-                }
-                state.watermark += 1;
+    /// Publishes `seq` as durable, after every lower seq was: returns once it and every
+    /// earlier record of the stream are durable, so an acknowledged append implies that all
+    /// earlier appends of the stream survive a crash.
+    ///
+    /// Waits only for lower seqs, which were reserved earlier, by writers that publish their
+    /// records in reservation order: the wait graph points strictly back in time, no cycle.
+    pub fn publish(&self, seq: u64) {
+        let mut spins = 0u32;
+        loop {
+            let durable_next = self.durable_next.load(Ordering::Acquire);
+            debug_assert!(durable_next <= seq, "seq {seq} published twice");
+            if durable_next == seq {
+                break;
             }
-            self.durable_next.store(state.watermark, Ordering::Release);
-            if state.waiters > 0 {
-                self.durable_cv.notify_all();
+            if spins < 128 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
-        } else {
-            debug_assert!(seq > state.watermark);
-            state.done_early.insert(seq);
+            spins += 1;
         }
-    }
-
-    /// Returns once every seq up to `seq` is durable, so an acknowledged append implies
-    /// that every earlier append of the stream survives a crash. Callers mark all their own
-    /// records durable before waiting on any, so waits only ever point at lower seqs of
-    /// writers that never wait first: no cycle.
-    pub fn wait_durable(&self, seq: u64) {
-        if self.durable_next() > seq {
-            return;
-        }
-        let mut state = self.append.lock();
-        while state.watermark <= seq {
-            state.waiters += 1;
-            self.durable_cv.wait(&mut state);
-            state.waiters -= 1;
-        }
+        self.durable_next.store(seq + 1, Ordering::Release);
     }
 
     /// Marks the stream deleted; later reservations fail. Returns the index it held.
     pub fn mark_deleted(&self) -> Index {
-        let mut state = self.append.lock();
+        let mut state = self.state.lock();
         state.deleted = true;
-        std::mem::take(&mut *self.index.write())
+        std::mem::take(&mut state.index)
     }
 
-    /// Runs `f` with appends to this stream held off (for trim).
-    pub fn with_appends_paused<R>(&self, f: impl FnOnce(bool) -> R) -> R {
-        let state = self.append.lock();
-        f(state.deleted)
+    /// Drops index entries below `first_seq` after `persist` made the trim durable; appends
+    /// to this stream wait meanwhile. Returns the dropped entries.
+    pub fn trim(&self, first_seq: u64, persist: impl FnOnce()) -> Result<Vec<IndexEntry>> {
+        let mut state = self.state.lock();
+        if state.deleted {
+            return Err(EngineError::UnknownStream(self.id));
+        }
+        let next_seq = self.durable_next();
+        let indexed_end = state.index.first_seq + state.index.entries.len() as u64;
+        if first_seq > next_seq || first_seq > indexed_end {
+            return Err(EngineError::TrimBeyondTail {
+                stream: self.id,
+                first_seq,
+                next_seq,
+            });
+        }
+        if first_seq <= state.index.first_seq {
+            return Ok(Vec::new());
+        }
+        persist();
+        let count = (first_seq - state.index.first_seq) as usize;
+        state.index.first_seq = first_seq;
+        Ok(state.index.entries.drain(..count).collect())
     }
 }

@@ -9,7 +9,12 @@ use pmem_emul::{MmapPool, PoolOptions, SimPmem};
 use pstream_engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
 
 fn sim_log(pool_bytes: usize) -> Log<SimPmem> {
-    Log::create(SimPmem::new(pool_bytes), common::small_config(), common::options(2)).expect("create")
+    Log::create(
+        SimPmem::new(pool_bytes),
+        common::small_config(),
+        common::options(2),
+    )
+    .expect("create")
 }
 
 #[test]
@@ -35,7 +40,10 @@ fn append_read_iterate_round_trip() {
     let mut listed = log.list_streams();
     listed.sort_by_key(|s| s.label.clone());
     assert_eq!(listed.len(), 2);
-    assert_eq!((listed[0].label.as_slice(), listed[0].next_seq), (&b"alpha"[..], 50));
+    assert_eq!(
+        (listed[0].label.as_slice(), listed[0].next_seq),
+        (&b"alpha"[..], 50)
+    );
 }
 
 #[test]
@@ -45,8 +53,11 @@ fn batch_is_one_fence_and_keeps_order() {
     let b = log.create_stream(b"b").unwrap();
     let before = log.pmem().counters().fences;
     let payloads: Vec<Vec<u8>> = (0..16).map(|i| vec![i as u8; 64]).collect();
-    let batch: Vec<(StreamId, &[u8])> =
-        payloads.iter().enumerate().map(|(i, p)| (if i % 3 == 0 { b } else { a }, p.as_slice())).collect();
+    let batch: Vec<(StreamId, &[u8])> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (if i % 3 == 0 { b } else { a }, p.as_slice()))
+        .collect();
     // The first batch also opens a segment (header + entry); measure a second one.
     log.append_batch(&batch).unwrap();
     let mid = log.pmem().counters().fences;
@@ -67,18 +78,46 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
     log.append(a, b"one").unwrap();
     let image_before = log.pmem().volatile_image();
     let too_big = vec![0u8; log.max_payload_bytes() + 1];
-    assert!(matches!(log.append(a, &too_big), Err(EngineError::PayloadTooLarge { .. })));
+    assert!(matches!(
+        log.append(a, &too_big),
+        Err(EngineError::PayloadTooLarge { .. })
+    ));
     let ghost = StreamId(a.0 + (1 << 32));
-    assert!(matches!(log.append(ghost, b"x"), Err(EngineError::UnknownStream(_))));
-    assert!(matches!(log.append(StreamId(u64::MAX), b"x"), Err(EngineError::UnknownStream(_))));
+    assert!(matches!(
+        log.append(ghost, b"x"),
+        Err(EngineError::UnknownStream(_))
+    ));
+    assert!(matches!(
+        log.append(StreamId(u64::MAX), b"x"),
+        Err(EngineError::UnknownStream(_))
+    ));
     // A batch with one bad record writes none of them.
     let batch: Vec<(StreamId, &[u8])> = vec![(a, b"fine"), (ghost, b"bad")];
-    assert!(matches!(log.append_batch(&batch), Err(EngineError::UnknownStream(_))));
-    assert!(matches!(log.read(a, 1), Err(EngineError::SeqOutOfRange { .. })));
-    assert!(matches!(log.trim(a, 5), Err(EngineError::TrimBeyondTail { .. })));
-    assert!(matches!(log.create_stream(&[b'x'; 32]), Err(EngineError::LabelTooLong { .. })));
-    assert!(matches!(log.delete_stream(ghost), Err(EngineError::UnknownStream(_))));
-    assert_eq!(log.pmem().volatile_image(), image_before, "a failed call wrote to the pool");
+    assert!(matches!(
+        log.append_batch(&batch),
+        Err(EngineError::UnknownStream(_))
+    ));
+    assert!(matches!(
+        log.read(a, 1),
+        Err(EngineError::SeqOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.trim(a, 5),
+        Err(EngineError::TrimBeyondTail { .. })
+    ));
+    assert!(matches!(
+        log.create_stream(&[b'x'; 32]),
+        Err(EngineError::LabelTooLong { .. })
+    ));
+    assert!(matches!(
+        log.delete_stream(ghost),
+        Err(EngineError::UnknownStream(_))
+    ));
+    assert_eq!(
+        log.pmem().volatile_image(),
+        image_before,
+        "a failed call wrote to the pool"
+    );
     assert_eq!(log.bounds(a).unwrap(), (0, 1));
 }
 
@@ -90,7 +129,10 @@ fn create_refuses_a_formatted_pool_and_open_refuses_garbage() {
         Log::create(pmem, common::small_config(), common::options(1)),
         Err(EngineError::AlreadyFormatted)
     ));
-    assert!(matches!(Log::open(SimPmem::new(256 * 1024), common::options(1)), Err(EngineError::Unformatted)));
+    assert!(matches!(
+        Log::open(SimPmem::new(256 * 1024), common::options(1)),
+        Err(EngineError::Unformatted)
+    ));
     let mut garbage = vec![0xA5u8; 256 * 1024];
     garbage[0] = b'P';
     assert!(matches!(
@@ -98,10 +140,17 @@ fn create_refuses_a_formatted_pool_and_open_refuses_garbage() {
         Err(EngineError::Corruption { .. })
     ));
     assert!(matches!(
-        Log::create(SimPmem::new(32 * 1024), common::small_config(), common::options(1)),
+        Log::create(
+            SimPmem::new(32 * 1024),
+            common::small_config(),
+            common::options(1)
+        ),
         Err(EngineError::PoolTooSmall { .. })
     ));
-    let bad_segment = LogConfig { segment_size_bytes: 5000, stream_slot_count: 4 };
+    let bad_segment = LogConfig {
+        segment_size_bytes: 5000,
+        stream_slot_count: 4,
+    };
     assert!(matches!(
         Log::create(SimPmem::new(256 * 1024), bad_segment, common::options(1)),
         Err(EngineError::InvalidConfig(_))
@@ -114,7 +163,8 @@ fn reopen_restores_streams_records_trims_and_deletes() {
     let keep = log.create_stream(b"keep").unwrap();
     let gone = log.create_stream(b"gone").unwrap();
     for i in 0..100u32 {
-        log.append(keep, &vec![i as u8; (i % 300) as usize]).unwrap();
+        log.append(keep, &vec![i as u8; (i % 300) as usize])
+            .unwrap();
         log.append(gone, b"x").unwrap();
     }
     log.trim(keep, 30).unwrap();
@@ -123,9 +173,15 @@ fn reopen_restores_streams_records_trims_and_deletes() {
     let (log, report) = Log::open(pmem, common::options(2)).unwrap();
     assert_eq!(report.streams, 1);
     assert_eq!(log.bounds(keep).unwrap(), (30, 100));
-    assert!(matches!(log.read(gone, 0), Err(EngineError::UnknownStream(_))));
+    assert!(matches!(
+        log.read(gone, 0),
+        Err(EngineError::UnknownStream(_))
+    ));
     for seq in 30..100u64 {
-        assert_eq!(log.read(keep, seq).unwrap().payload(), &vec![seq as u8; (seq % 300) as usize][..]);
+        assert_eq!(
+            log.read(keep, seq).unwrap().payload(),
+            &vec![seq as u8; (seq % 300) as usize][..]
+        );
     }
     // Appending continues densely after reopen.
     assert_eq!(log.append(keep, b"more").unwrap(), 100);
@@ -147,7 +203,11 @@ fn full_pool_errors_and_deleted_space_is_reused() {
     };
     assert!(matches!(error, EngineError::PoolFull { .. }), "{error}");
     assert!(appended > 40);
-    assert_eq!(log.bounds(a).unwrap(), (0, appended), "a failed append changes nothing");
+    assert_eq!(
+        log.bounds(a).unwrap(),
+        (0, appended),
+        "a failed append changes nothing"
+    );
     log.delete_stream(a).unwrap();
     let b = log.create_stream(b"b").unwrap();
     for _ in 0..appended {
@@ -180,7 +240,9 @@ fn readers_hold_space_until_they_drop() {
 fn two_threads_on_different_and_same_streams() {
     let log = Arc::new(sim_log(4 << 20));
     let shared = log.create_stream(b"shared").unwrap();
-    let own: Vec<StreamId> = (0..2).map(|i| log.create_stream(format!("own{i}").as_bytes()).unwrap()).collect();
+    let own: Vec<StreamId> = (0..2)
+        .map(|i| log.create_stream(format!("own{i}").as_bytes()).unwrap())
+        .collect();
     let handles: Vec<_> = (0..2)
         .map(|t| {
             let log = Arc::clone(&log);
@@ -198,9 +260,16 @@ fn two_threads_on_different_and_same_streams() {
             })
         })
         .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
-    assert_eq!(all, (0..600).collect::<Vec<u64>>(), "shared stream seqs are dense and unique");
+    assert_eq!(
+        all,
+        (0..600).collect::<Vec<u64>>(),
+        "shared stream seqs are dense and unique"
+    );
     let pmem = Arc::try_unwrap(log).ok().expect("sole owner").close();
     let (log, _) = Log::open(pmem, common::options(2)).unwrap();
     assert_eq!(log.bounds(shared).unwrap(), (0, 600));
@@ -212,8 +281,15 @@ fn mmap_pool_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("engine.pool");
     let pool = MmapPool::create(&path, 8 << 20, PoolOptions::default()).unwrap();
-    let log = Log::create(pool, LogConfig { segment_size_bytes: 1 << 20, stream_slot_count: 64 }, OpenOptions::default())
-        .unwrap();
+    let log = Log::create(
+        pool,
+        LogConfig {
+            segment_size_bytes: 1 << 20,
+            stream_slot_count: 64,
+        },
+        OpenOptions::default(),
+    )
+    .unwrap();
     let s = log.create_stream(b"file").unwrap();
     let big = vec![0x5Au8; 512 * 1024];
     log.append(s, &big).unwrap();

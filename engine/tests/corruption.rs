@@ -8,7 +8,12 @@ use pmem_emul::{Pmem, SimPmem, SplitMix64};
 use pstream_engine::{EngineError, Location, Log};
 
 fn populated() -> (Vec<u8>, pstream_engine::StreamId) {
-    let log = Log::create(SimPmem::new(256 * 1024), common::small_config(), common::options(1)).unwrap();
+    let log = Log::create(
+        SimPmem::new(256 * 1024),
+        common::small_config(),
+        common::options(1),
+    )
+    .unwrap();
     let s = log.create_stream(b"c").unwrap();
     for i in 0..60u32 {
         log.append(s, &vec![i as u8; 500]).unwrap();
@@ -28,13 +33,21 @@ fn flipped_bit_in_a_sealed_segment_is_corruption_with_location() {
         let sim = SimPmem::from_image(bad.clone());
         // Header damage fails recovery; payload damage is found by verify and by reads.
         match Log::open(sim, common::options(1)) {
-            Err(EngineError::Corruption { location: Location::Record { segment: 0, .. }, .. }) => {}
+            Err(EngineError::Corruption {
+                location: Location::Record { segment: 0, .. },
+                ..
+            }) => {}
             Ok((log, _)) => {
                 let report = pstream_engine::verify(log.pmem()).unwrap();
                 assert!(!report.is_clean(), "verify missed a flip at {offset}");
                 let s = log.list_streams()[0].id;
-                let failed = (0..60).filter(|&seq| matches!(log.read(s, seq), Err(EngineError::Corruption { .. }))).count();
-                assert_eq!(failed, 1, "exactly the damaged record fails to read (flip at {offset})");
+                let failed = (0..60)
+                    .filter(|&seq| matches!(log.read(s, seq), Err(EngineError::Corruption { .. })))
+                    .count();
+                assert_eq!(
+                    failed, 1,
+                    "exactly the damaged record fails to read (flip at {offset})"
+                );
             }
             Err(other) => panic!("flip at {offset}: unexpected {other}"),
         }
@@ -60,7 +73,11 @@ fn flipped_bits_in_metadata_are_typed_errors() {
                 Ok((log, _)) => {
                     // A flip in the older copy of an A/B entry is harmless; data must be whole.
                     let s = log.list_streams()[0].id;
-                    assert_eq!(log.bounds(s).unwrap(), (0, 60), "{name} bit {bit} lost data");
+                    assert_eq!(
+                        log.bounds(s).unwrap(),
+                        (0, 60),
+                        "{name} bit {bit} lost data"
+                    );
                 }
                 Err(other) => panic!("{name} bit {bit}: unexpected error {other}"),
             }

@@ -12,8 +12,12 @@ use pstream_engine::{Log, StreamId};
 const POOL_BYTES: usize = 256 * 1024;
 
 fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTally {
-    let log = Log::create(SimPmem::new(POOL_BYTES), common::small_config(), common::options(budget.lane_count))
-        .expect("create");
+    let log = Log::create(
+        SimPmem::new(POOL_BYTES),
+        common::small_config(),
+        common::options(budget.lane_count),
+    )
+    .expect("create");
     let nonce = common::pool_nonce(log.pmem());
     let checker = CrashChecker::install(log.pmem(), budget);
     let mut rng = SplitMix64::new(seed);
@@ -21,16 +25,28 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
     let mut next_label = 0u32;
 
     for op in 0..op_count {
-        let choice = if streams.is_empty() { 0 } else { rng.below(100) };
+        let choice = if streams.is_empty() {
+            0
+        } else {
+            rng.below(100)
+        };
         match choice {
             0..=7 if streams.len() < 4 => {
                 let label = format!("s{next_label}").into_bytes();
                 next_label += 1;
-                checker.model.lock().pending = vec![Pending::Create { label: label.clone() }];
+                checker.model.lock().pending = vec![Pending::Create {
+                    label: label.clone(),
+                }];
                 let id = log.create_stream(&label).expect("create stream");
                 let mut model = checker.model.lock();
                 model.pending.clear();
-                model.streams.insert(id, common::StreamModel { label, ..Default::default() });
+                model.streams.insert(
+                    id,
+                    common::StreamModel {
+                        label,
+                        ..Default::default()
+                    },
+                );
                 streams.push(id);
             }
             8..=10 if streams.len() > 1 => {
@@ -45,7 +61,10 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
                 let stream = streams[rng.below(streams.len() as u64) as usize];
                 let (first, next) = log.bounds(stream).expect("bounds");
                 let to = first + rng.below(next - first + 1);
-                checker.model.lock().pending = vec![Pending::Trim { stream, first_seq: to }];
+                checker.model.lock().pending = vec![Pending::Trim {
+                    stream,
+                    first_seq: to,
+                }];
                 log.trim(stream, to).expect("trim");
                 log.reclaim();
                 let mut model = checker.model.lock();
@@ -63,8 +82,11 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
                         (stream, payload(&mut rng, op, i))
                     })
                     .collect();
-                checker.model.lock().pending = vec![Pending::Append { records: records.clone() }];
-                let borrowed: Vec<(StreamId, &[u8])> = records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+                checker.model.lock().pending = vec![Pending::Append {
+                    records: records.clone(),
+                }];
+                let borrowed: Vec<(StreamId, &[u8])> =
+                    records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
                 let seqs = log.append_batch(&borrowed).expect("batch");
                 let mut model = checker.model.lock();
                 model.pending.clear();
@@ -82,9 +104,14 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
                 } else {
                     payload(&mut rng, op, 0)
                 };
-                checker.model.lock().pending = vec![Pending::Append { records: vec![(stream, bytes.clone())] }];
+                checker.model.lock().pending = vec![Pending::Append {
+                    records: vec![(stream, bytes.clone())],
+                }];
                 let seq = log.append(stream, &bytes).expect("append");
-                assert!(log.pmem().check_all_persisted().is_ok(), "append returned with stores pending");
+                assert!(
+                    log.pmem().check_all_persisted().is_ok(),
+                    "append returned with stores pending"
+                );
                 let mut model = checker.model.lock();
                 model.pending.clear();
                 let entry = model.streams.get_mut(&stream).expect("modelled");
@@ -96,8 +123,12 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
     checker.assert_clean();
     let tally = *checker.tally.lock();
     // The final state, crash-free, is the model too.
-    common::check_image(&log.pmem().volatile_image(), &checker.model.lock(), budget.lane_count)
-        .expect("final image");
+    common::check_image(
+        &log.pmem().volatile_image(),
+        &checker.model.lock(),
+        budget.lane_count,
+    )
+    .expect("final image");
     tally
 }
 
@@ -115,7 +146,13 @@ fn payload(rng: &mut SplitMix64, op: usize, i: usize) -> Vec<u8> {
 fn every_crash_image_at_every_fence_recovers_to_the_oracle() {
     let mut total = common::CrashTally::default();
     for seed in 1..=3 {
-        let budget = Budget { exhaustive_max: 2048, samples: 48, seed, lane_count: 2, recovery_crash_every: 97 };
+        let budget = Budget {
+            exhaustive_max: 2048,
+            samples: 48,
+            seed,
+            lane_count: 2,
+            recovery_crash_every: 97,
+        };
         let tally = run_workload(seed, 60, budget);
         total.fences += tally.fences;
         total.images += tally.images;
@@ -124,7 +161,10 @@ fn every_crash_image_at_every_fence_recovers_to_the_oracle() {
     }
     println!("crash images checked: {total:?}");
     assert!(total.images >= 5_000, "too few images: {total:?}");
-    assert!(total.exhaustive_fences * 2 >= total.fences, "mostly sampled: {total:?}");
+    assert!(
+        total.exhaustive_fences * 2 >= total.fences,
+        "mostly sampled: {total:?}"
+    );
     assert!(total.recovery_crash_images > 0);
 }
 
@@ -132,17 +172,40 @@ fn every_crash_image_at_every_fence_recovers_to_the_oracle() {
 fn segment_rollover_and_reuse_under_crashes() {
     // Many appends into 16 KiB segments with trims: segments fill, seal, die, get scrubbed
     // and reused, all while every fence is checked (sampled).
-    let budget = Budget { exhaustive_max: 256, samples: 8, seed: 99, lane_count: 1, recovery_crash_every: 0 };
-    let log = Log::create(SimPmem::new(POOL_BYTES), common::small_config(), common::options(1)).expect("create");
+    let budget = Budget {
+        exhaustive_max: 256,
+        samples: 8,
+        seed: 99,
+        lane_count: 1,
+        recovery_crash_every: 0,
+    };
+    let log = Log::create(
+        SimPmem::new(POOL_BYTES),
+        common::small_config(),
+        common::options(1),
+    )
+    .expect("create");
     let checker = CrashChecker::install(log.pmem(), budget);
-    checker.model.lock().pending = vec![Pending::Create { label: b"roll".to_vec() }];
+    checker.model.lock().pending = vec![Pending::Create {
+        label: b"roll".to_vec(),
+    }];
     let stream = log.create_stream(b"roll").expect("create");
     checker.model.lock().pending.clear();
-    checker.model.lock().streams.insert(stream, common::StreamModel { label: b"roll".to_vec(), ..Default::default() });
+    checker.model.lock().streams.insert(
+        stream,
+        common::StreamModel {
+            label: b"roll".to_vec(),
+            ..Default::default()
+        },
+    );
     let mut rng = SplitMix64::new(5);
     for i in 0..400usize {
-        let bytes: Vec<u8> = (0..800).map(|j| (i + j) as u8 ^ (rng.below(2) as u8)).collect();
-        checker.model.lock().pending = vec![Pending::Append { records: vec![(stream, bytes.clone())] }];
+        let bytes: Vec<u8> = (0..800)
+            .map(|j| (i + j) as u8 ^ (rng.below(2) as u8))
+            .collect();
+        checker.model.lock().pending = vec![Pending::Append {
+            records: vec![(stream, bytes.clone())],
+        }];
         let seq = log.append(stream, &bytes).expect("append");
         {
             let mut model = checker.model.lock();
@@ -153,7 +216,10 @@ fn segment_rollover_and_reuse_under_crashes() {
         }
         if i % 40 == 39 {
             let to = seq - 5;
-            checker.model.lock().pending = vec![Pending::Trim { stream, first_seq: to }];
+            checker.model.lock().pending = vec![Pending::Trim {
+                stream,
+                first_seq: to,
+            }];
             log.trim(stream, to).expect("trim");
             log.reclaim();
             let mut model = checker.model.lock();
@@ -167,6 +233,9 @@ fn segment_rollover_and_reuse_under_crashes() {
     checker.assert_clean();
     let stats = log.stats();
     // More bytes went through than the pool holds: segments were sealed, scrubbed, reused.
-    assert!(stats.bytes_appended > stats.segments_total * stats.segment_size_bytes, "{stats:?}");
+    assert!(
+        stats.bytes_appended > stats.segments_total * stats.segment_size_bytes,
+        "{stats:?}"
+    );
     println!("rollover: {:?} stats {stats:?}", *checker.tally.lock());
 }

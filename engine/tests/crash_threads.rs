@@ -11,15 +11,34 @@ use pmem_emul::{SimPmem, SplitMix64};
 use pstream_engine::{Log, StreamId};
 
 fn run(seed: u64) -> common::CrashTally {
-    let budget = Budget { exhaustive_max: 64, samples: 12, seed, lane_count: 2, recovery_crash_every: 0 };
+    let budget = Budget {
+        exhaustive_max: 64,
+        samples: 12,
+        seed,
+        lane_count: 2,
+        recovery_crash_every: 0,
+    };
     let log = Arc::new(
-        Log::create(SimPmem::new(512 * 1024), common::small_config(), common::options(2)).expect("create"),
+        Log::create(
+            SimPmem::new(512 * 1024),
+            common::small_config(),
+            common::options(2),
+        )
+        .expect("create"),
     );
-    let streams: Vec<StreamId> = (0..3).map(|i| log.create_stream(format!("t{i}").as_bytes()).unwrap()).collect();
+    let streams: Vec<StreamId> = (0..3)
+        .map(|i| log.create_stream(format!("t{i}").as_bytes()).unwrap())
+        .collect();
     let checker = Arc::new(CrashChecker::install(log.pmem(), budget));
     for (i, id) in streams.iter().enumerate() {
         let label = format!("t{i}").into_bytes();
-        checker.model.lock().streams.insert(*id, common::StreamModel { label, ..Default::default() });
+        checker.model.lock().streams.insert(
+            *id,
+            common::StreamModel {
+                label,
+                ..Default::default()
+            },
+        );
     }
     let threads: Vec<_> = (0..2u64)
         .map(|t| {
@@ -27,18 +46,30 @@ fn run(seed: u64) -> common::CrashTally {
             std::thread::spawn(move || {
                 let mut rng = SplitMix64::new(seed * 1000 + t);
                 for i in 0..40u64 {
-                    let target = |rng: &mut SplitMix64| if rng.below(2) == 0 { streams[t as usize] } else { streams[2] };
+                    let target = |rng: &mut SplitMix64| {
+                        if rng.below(2) == 0 {
+                            streams[t as usize]
+                        } else {
+                            streams[2]
+                        }
+                    };
                     let count = 1 + rng.below(3) as usize;
                     let records: Vec<(StreamId, Vec<u8>)> = (0..count)
                         .map(|k| {
                             let len = 8 + rng.below(200) as usize;
                             let tag = [t as u8, i as u8, k as u8];
-                            (target(&mut rng), tag.iter().copied().cycle().take(len).collect())
+                            (
+                                target(&mut rng),
+                                tag.iter().copied().cycle().take(len).collect(),
+                            )
                         })
                         .collect();
-                    let op = Pending::Append { records: records.clone() };
+                    let op = Pending::Append {
+                        records: records.clone(),
+                    };
                     checker.model.lock().pending.push(op);
-                    let borrowed: Vec<(StreamId, &[u8])> = records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+                    let borrowed: Vec<(StreamId, &[u8])> =
+                        records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
                     let seqs = if count == 1 {
                         vec![log.append(borrowed[0].0, borrowed[0].1).expect("append")]
                     } else {

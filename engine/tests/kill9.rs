@@ -21,10 +21,15 @@ fn payload(label: u8, seq: u64) -> Vec<u8> {
 }
 
 fn open_or_create(path: &Path) -> Log<MmapPool> {
-    let config = LogConfig { segment_size_bytes: 1 << 20, stream_slot_count: 16 };
+    let config = LogConfig {
+        segment_size_bytes: 1 << 20,
+        stream_slot_count: 16,
+    };
     if path.exists() {
         let pool = MmapPool::open(path, PoolOptions::default()).expect("open pool");
-        Log::open(pool, OpenOptions { lane_count: 4 }).expect("recover").0
+        Log::open(pool, OpenOptions { lane_count: 4 })
+            .expect("recover")
+            .0
     } else {
         let pool = MmapPool::create(path, POOL_BYTES, PoolOptions::default()).expect("create pool");
         Log::create(pool, config, OpenOptions { lane_count: 4 }).expect("format")
@@ -34,14 +39,22 @@ fn open_or_create(path: &Path) -> Log<MmapPool> {
 /// Child mode: append until killed. Prints `ack <label> <seq>` per acknowledged record.
 #[test]
 fn kill9_child_entry() {
-    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let log = open_or_create(Path::new(&path));
     let mut ids: Vec<StreamId> = log.list_streams().into_iter().map(|s| s.id).collect();
     while ids.len() < 3 {
-        ids.push(log.create_stream(&[b'0' + ids.len() as u8]).expect("create"));
+        ids.push(
+            log.create_stream(&[b'0' + ids.len() as u8])
+                .expect("create"),
+        );
     }
-    let labels: Vec<(StreamId, u8)> =
-        log.list_streams().into_iter().map(|s| (s.id, s.label[0] - b'0')).collect();
+    let labels: Vec<(StreamId, u8)> = log
+        .list_streams()
+        .into_iter()
+        .map(|s| (s.id, s.label[0] - b'0'))
+        .collect();
     println!("ready");
     std::thread::scope(|scope| {
         for t in 0..2u64 {
@@ -74,12 +87,20 @@ fn kill9_rounds_lose_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool_path = dir.path().join("kill9.pool");
     let exe = std::env::current_exe().expect("test binary");
-    let rounds: u64 = std::env::var("PSTREAM_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let rounds: u64 = std::env::var("PSTREAM_KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     let mut rng = SplitMix64::new(0x9_1111);
     let mut total_acks = 0usize;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "kill9_child_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "kill9_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &pool_path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -93,7 +114,11 @@ fn kill9_rounds_lose_no_acknowledged_record() {
                 let Ok(line) = line else { break };
                 let parts: Vec<&str> = line.split_whitespace().collect();
                 if let ["ack", label, seq, guess] = parts.as_slice() {
-                    acks.push((label.parse::<u8>().unwrap(), seq.parse::<u64>().unwrap(), guess.parse::<u64>().unwrap()));
+                    acks.push((
+                        label.parse::<u8>().unwrap(),
+                        seq.parse::<u64>().unwrap(),
+                        guess.parse::<u64>().unwrap(),
+                    ));
                 }
             }
             acks
@@ -109,18 +134,30 @@ fn kill9_rounds_lose_no_acknowledged_record() {
 
         let pool = MmapPool::open(&pool_path, PoolOptions::default()).expect("reopen after kill");
         let (log, _) = Log::open(pool, OpenOptions { lane_count: 4 }).expect("recover after kill");
-        let by_label: std::collections::HashMap<u8, StreamId> =
-            log.list_streams().into_iter().map(|s| (s.label[0] - b'0', s.id)).collect();
+        let by_label: std::collections::HashMap<u8, StreamId> = log
+            .list_streams()
+            .into_iter()
+            .map(|s| (s.label[0] - b'0', s.id))
+            .collect();
         for (label, seq, guess) in &acks {
             let id = by_label[label];
             let (first, next) = log.bounds(id).expect("bounds");
-            assert!(*seq < next, "round {round}: acknowledged {label}/{seq} lost (next {next})");
+            assert!(
+                *seq < next,
+                "round {round}: acknowledged {label}/{seq} lost (next {next})"
+            );
             if *seq >= first {
                 let record = log.read(id, *seq).expect("read acknowledged");
-                assert_eq!(record.payload(), payload(*label, *guess).as_slice(), "round {round}: {label}/{seq}");
+                assert_eq!(
+                    record.payload(),
+                    payload(*label, *guess).as_slice(),
+                    "round {round}: {label}/{seq}"
+                );
             }
         }
-        assert!(pstream_engine::verify(log.pmem()).expect("verify").is_clean());
+        assert!(pstream_engine::verify(log.pmem())
+            .expect("verify")
+            .is_clean());
         log.close().close().expect("close");
     }
     println!("kill -9 rounds: {rounds}, acknowledgements checked: {total_acks}");

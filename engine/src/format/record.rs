@@ -9,7 +9,7 @@
 //! 28  u8  version      RECORD_VERSION
 //! 29  u8  kind         KIND_DATA
 //! 30  u16 reserved     zero
-//! 32  payload, then zero padding to the next 8-byte boundary
+//! 32  payload, then zero padding to the next cache line (64 bytes)
 //! ```
 //!
 //! Why payload bytes can never pass for a header: the crc is keyed with the pool's random
@@ -25,7 +25,9 @@
 use super::{crc32, le_u16, le_u32, le_u64, put_u32, put_u64};
 
 pub const RECORD_HEADER_BYTES: usize = 32;
-pub const RECORD_ALIGN_BYTES: usize = 8;
+/// Records start on cache lines: an append then never stores into a line that the previous
+/// append just flushed (which may have evicted it, making the next store wait for a reload).
+pub const RECORD_ALIGN_BYTES: usize = 64;
 /// The largest payload one record holds. Larger data is chunked by the caller.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub const RECORD_VERSION: u8 = 1;
@@ -42,7 +44,8 @@ const RESERVED_OFFSET: usize = KIND_OFFSET + 1;
 const CRC_COVERED_OFFSET: usize = PAYLOAD_CRC_OFFSET;
 
 const _: () = assert!(RESERVED_OFFSET + 2 == RECORD_HEADER_BYTES);
-const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
+const _: () = assert!(RECORD_ALIGN_BYTES % 8 == 0 && RECORD_HEADER_BYTES <= RECORD_ALIGN_BYTES);
+const _: () = assert!(RECORD_ALIGN_BYTES == pmem_emul::CACHE_LINE_BYTES);
 const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
 
 /// The key that binds a record header to one pool and one segment generation.
@@ -50,6 +53,19 @@ const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
 pub struct CrcKey {
     pub pool_nonce: u64,
     pub segment_gen: u64,
+    /// crc32 of the key's bytes, from which each header's crc continues.
+    prefix_crc: u32,
+}
+
+impl CrcKey {
+    pub fn new(pool_nonce: u64, segment_gen: u64) -> CrcKey {
+        let prefix_crc = crc32(&[&pool_nonce.to_le_bytes(), &segment_gen.to_le_bytes()]);
+        CrcKey {
+            pool_nonce,
+            segment_gen,
+            prefix_crc,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +98,15 @@ pub enum InvalidHeader {
 /// Bytes a record with `payload_len` payload bytes takes in a segment.
 #[inline]
 pub const fn record_size_bytes(payload_len: usize) -> usize {
-    RECORD_HEADER_BYTES + payload_len.next_multiple_of(RECORD_ALIGN_BYTES)
+    (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
 fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
-    crc32(&[&key.pool_nonce.to_le_bytes(), &key.segment_gen.to_le_bytes(), covered])
+    crc32(&[
+        &key.pool_nonce.to_le_bytes(),
+        &key.segment_gen.to_le_bytes(),
+        covered,
+    ])
 }
 
 /// Encodes a live header for `payload` (whose crc the caller computed once).
@@ -148,7 +168,10 @@ pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
 
 /// Decodes a header from any slice (fuzz entry point): short input is `Invalid`.
 pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
-    match bytes.get(..RECORD_HEADER_BYTES).and_then(|b| <&[u8; RECORD_HEADER_BYTES]>::try_from(b).ok()) {
+    match bytes
+        .get(..RECORD_HEADER_BYTES)
+        .and_then(|b| <&[u8; RECORD_HEADER_BYTES]>::try_from(b).ok())
+    {
         Some(header) => decode(header, key),
         None => HeaderCheck::Invalid(InvalidHeader::HeaderCrc),
     }
@@ -162,55 +185,76 @@ pub fn payload_crc(payload: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    const KEY: CrcKey = CrcKey { pool_nonce: 0x1234_5678_9abc_def0, segment_gen: 7 };
+    fn key() -> CrcKey {
+        CrcKey::new(0x1234_5678_9abc_def0, 7)
+    }
 
     fn sample() -> RecordHeader {
-        RecordHeader { stream_id: 3 | (1 << 32), seq: 42, payload_len: 5, payload_crc: payload_crc(b"hello") }
+        RecordHeader {
+            stream_id: 3 | (1 << 32),
+            seq: 42,
+            payload_len: 5,
+            payload_crc: payload_crc(b"hello"),
+        }
     }
 
     #[test]
     fn round_trip() {
-        let bytes = encode(&sample(), KEY);
-        assert_eq!(decode(&bytes, KEY), HeaderCheck::Live(sample()));
+        let bytes = encode(&sample(), key());
+        assert_eq!(decode(&bytes, key()), HeaderCheck::Live(sample()));
     }
 
     #[test]
     fn every_flipped_bit_is_rejected() {
-        let bytes = encode(&sample(), KEY);
+        let bytes = encode(&sample(), key());
         for bit in 0..RECORD_HEADER_BYTES * 8 {
             let mut flipped = bytes;
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(decode(&flipped, KEY), HeaderCheck::Invalid(_)), "bit {bit}");
+            assert!(
+                matches!(decode(&flipped, key()), HeaderCheck::Invalid(_)),
+                "bit {bit}"
+            );
         }
     }
 
     #[test]
     fn other_generation_or_pool_is_rejected() {
-        let bytes = encode(&sample(), KEY);
-        let other_gen = CrcKey { segment_gen: 8, ..KEY };
-        let other_pool = CrcKey { pool_nonce: 1, ..KEY };
-        assert_eq!(decode(&bytes, other_gen), HeaderCheck::Invalid(InvalidHeader::HeaderCrc));
-        assert_eq!(decode(&bytes, other_pool), HeaderCheck::Invalid(InvalidHeader::HeaderCrc));
+        let bytes = encode(&sample(), key());
+        let other_gen = CrcKey::new(key().pool_nonce, 8);
+        let other_pool = CrcKey::new(1, key().segment_gen);
+        assert_eq!(
+            decode(&bytes, other_gen),
+            HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
+        );
+        assert_eq!(
+            decode(&bytes, other_pool),
+            HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
+        );
     }
 
     #[test]
     fn void_word_makes_a_void_header() {
-        let mut bytes = encode(&sample(), KEY);
-        let word = void_word(&bytes, KEY);
+        let mut bytes = encode(&sample(), key());
+        let word = void_word(&bytes, key());
         bytes[..8].copy_from_slice(&word.to_le_bytes());
-        assert_eq!(decode(&bytes, KEY), HeaderCheck::Void(sample()));
+        assert_eq!(decode(&bytes, key()), HeaderCheck::Void(sample()));
     }
 
     #[test]
     fn zeros_and_short_input() {
-        assert_eq!(decode(&[0; RECORD_HEADER_BYTES], KEY), HeaderCheck::Zero);
-        assert!(matches!(decode_slice(&[1, 2, 3], KEY), HeaderCheck::Invalid(_)));
+        assert_eq!(decode(&[0; RECORD_HEADER_BYTES], key()), HeaderCheck::Zero);
+        assert!(matches!(
+            decode_slice(&[1, 2, 3], key()),
+            HeaderCheck::Invalid(_)
+        ));
     }
 
     #[test]
     fn record_sizes_are_aligned() {
-        assert_eq!(record_size_bytes(0), 32);
-        assert_eq!(record_size_bytes(1), 40);
-        assert_eq!(record_size_bytes(64), 96);
+        assert_eq!(record_size_bytes(0), 64);
+        assert_eq!(record_size_bytes(1), 64);
+        assert_eq!(record_size_bytes(32), 64);
+        assert_eq!(record_size_bytes(33), 128);
+        assert_eq!(record_size_bytes(64), 128);
     }
 }

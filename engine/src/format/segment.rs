@@ -243,7 +243,10 @@ impl SegmentEntry {
         let Some(bytes) = bytes.get(..SEGMENT_ENTRY_BYTES) else {
             return Err(EntryError::Truncated);
         };
-        let halves = [&bytes[..SEGMENT_ENTRY_SLOT_BYTES], &bytes[SEGMENT_ENTRY_SLOT_BYTES..]];
+        let halves = [
+            &bytes[..SEGMENT_ENTRY_SLOT_BYTES],
+            &bytes[SEGMENT_ENTRY_SLOT_BYTES..],
+        ];
         let slots = [Self::decode_slot(halves[0]), Self::decode_slot(halves[1])];
         // Updates store the counter word last, and one slot is one cache line, whose stores
         // persist in program order: a slot showing its new counter is complete. So a slot
@@ -264,16 +267,32 @@ impl SegmentEntry {
             (Ok(Some(a)), Ok(None)) => Ok((*a, 0)),
             (Ok(None), Ok(Some(b))) => Ok((*b, 1)),
             (Ok(Some(a)), Err(error)) => {
-                if torn_successor_of(halves[1], a.update_seq) { Ok((*a, 0)) } else { Err(*error) }
+                if torn_successor_of(halves[1], a.update_seq) {
+                    Ok((*a, 0))
+                } else {
+                    Err(*error)
+                }
             }
             (Err(error), Ok(Some(b))) => {
-                if torn_successor_of(halves[0], b.update_seq) { Ok((*b, 1)) } else { Err(*error) }
+                if torn_successor_of(halves[0], b.update_seq) {
+                    Ok((*b, 1))
+                } else {
+                    Err(*error)
+                }
             }
             (Ok(None), Err(error)) => {
-                if torn_successor_of(halves[1], 0) { Ok((SegmentEntry::NEVER_USED, 0)) } else { Err(*error) }
+                if torn_successor_of(halves[1], 0) {
+                    Ok((SegmentEntry::NEVER_USED, 0))
+                } else {
+                    Err(*error)
+                }
             }
             (Err(error), Ok(None)) => {
-                if torn_successor_of(halves[0], 0) { Ok((SegmentEntry::NEVER_USED, 1)) } else { Err(*error) }
+                if torn_successor_of(halves[0], 0) {
+                    Ok((SegmentEntry::NEVER_USED, 1))
+                } else {
+                    Err(*error)
+                }
             }
             (Err(error), Err(_)) => Err(*error),
         }
@@ -295,7 +314,12 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_flips() {
-        let header = SegmentHeader { segment_index: 4, segment_gen: 77, pool_nonce: 5, segment_size_bytes: 1 << 20 };
+        let header = SegmentHeader {
+            segment_index: 4,
+            segment_gen: 77,
+            pool_nonce: 5,
+            segment_size_bytes: 1 << 20,
+        };
         let bytes = header.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
         for bit in 0..SEGMENT_HEADER_BYTES * 8 {
@@ -306,28 +330,51 @@ mod tests {
     }
 
     fn entry(update_seq: u64, state: SegmentState) -> SegmentEntry {
-        SegmentEntry { update_seq, state, lane: 1, segment_gen: 9, sealed_len_bytes: 640, record_count: 3, cold_id: 0 }
+        SegmentEntry {
+            update_seq,
+            state,
+            lane: 1,
+            segment_gen: 9,
+            sealed_len_bytes: 640,
+            record_count: 3,
+            cold_id: 0,
+        }
     }
 
     #[test]
     fn pair_picks_newest_valid_slot() {
         let mut pair = [0u8; SEGMENT_ENTRY_BYTES];
-        assert_eq!(SegmentEntry::decode_pair(&pair), Ok((SegmentEntry::NEVER_USED, 1)));
+        assert_eq!(
+            SegmentEntry::decode_pair(&pair),
+            Ok((SegmentEntry::NEVER_USED, 1))
+        );
         pair[64..].copy_from_slice(&entry(1, SegmentState::Open).encode());
-        assert_eq!(SegmentEntry::decode_pair(&pair), Ok((entry(1, SegmentState::Open), 1)));
+        assert_eq!(
+            SegmentEntry::decode_pair(&pair),
+            Ok((entry(1, SegmentState::Open), 1))
+        );
         pair[..64].copy_from_slice(&entry(2, SegmentState::Sealed).encode());
-        assert_eq!(SegmentEntry::decode_pair(&pair), Ok((entry(2, SegmentState::Sealed), 0)));
+        assert_eq!(
+            SegmentEntry::decode_pair(&pair),
+            Ok((entry(2, SegmentState::Sealed), 0))
+        );
         // An interrupted update of slot B (new words stored, its counter still the old 1)
         // falls back to A.
         pair[64..].copy_from_slice(&entry(1, SegmentState::Open).encode());
         pair[72..100].copy_from_slice(&entry(3, SegmentState::Sealed).encode()[8..36]);
-        assert_eq!(SegmentEntry::decode_pair(&pair), Ok((entry(2, SegmentState::Sealed), 0)));
+        assert_eq!(
+            SegmentEntry::decode_pair(&pair),
+            Ok((entry(2, SegmentState::Sealed), 0))
+        );
         // Damage to the newest slot is an error, never a silent roll-back.
         let mut damaged = [0u8; SEGMENT_ENTRY_BYTES];
         damaged[..64].copy_from_slice(&entry(1, SegmentState::Free).encode());
         damaged[64..].copy_from_slice(&entry(2, SegmentState::Open).encode());
         damaged[64 + 20] ^= 0x01;
-        assert_eq!(SegmentEntry::decode_pair(&damaged), Err(EntryError::ChecksumMismatch));
+        assert_eq!(
+            SegmentEntry::decode_pair(&damaged),
+            Err(EntryError::ChecksumMismatch)
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl SlotState {
 }
 
 pub fn state_word(incarnation: u32, state: SlotState) -> u64 {
-    u64::from(incarnation) | (u64::from(state.code()) << 32) | (u64::from(STREAM_SLOT_VERSION) << 40)
+    u64::from(incarnation)
+        | (u64::from(state.code()) << 32)
+        | (u64::from(STREAM_SLOT_VERSION) << 40)
 }
 
 pub fn trim_word(stream_id: u64, first_seq: u64) -> u64 {
@@ -92,7 +94,10 @@ pub fn encode_body(incarnation: u32, label: &[u8]) -> [u8; STREAM_SLOT_BYTES] {
 }
 
 fn body_crc(incarnation: u32, bytes: &[u8]) -> u32 {
-    crc32(&[&incarnation.to_le_bytes(), &bytes[RESERVED_A_OFFSET..BODY_CRC_OFFSET]])
+    crc32(&[
+        &incarnation.to_le_bytes(),
+        &bytes[RESERVED_A_OFFSET..BODY_CRC_OFFSET],
+    ])
 }
 
 /// The stream id a slot's live incarnation answers to.
@@ -112,13 +117,23 @@ pub fn decode(slot_index: u32, bytes: &[u8; STREAM_SLOT_BYTES]) -> Result<Stream
         other => return Err(SlotError::UnknownState(other)),
     };
     if state_word == 0 {
-        return Ok(StreamSlot { incarnation: 0, state: SlotState::Free, first_seq: 0, label: Vec::new() });
+        return Ok(StreamSlot {
+            incarnation: 0,
+            state: SlotState::Free,
+            first_seq: 0,
+            label: Vec::new(),
+        });
     }
     if version != STREAM_SLOT_VERSION || state_word >> 48 != 0 {
         return Err(SlotError::UnsupportedVersion(version));
     }
     if state != SlotState::Live {
-        return Ok(StreamSlot { incarnation, state, first_seq: 0, label: Vec::new() });
+        return Ok(StreamSlot {
+            incarnation,
+            state,
+            first_seq: 0,
+            label: Vec::new(),
+        });
     }
     if le_u32(bytes, BODY_CRC_OFFSET) != body_crc(incarnation, bytes) {
         return Err(SlotError::BodyChecksum);
@@ -133,13 +148,22 @@ pub fn decode(slot_index: u32, bytes: &[u8; STREAM_SLOT_BYTES]) -> Result<Stream
         return Err(SlotError::TrimCheck);
     }
     let label = bytes[LABEL_OFFSET..LABEL_OFFSET + label_len as usize].to_vec();
-    Ok(StreamSlot { incarnation, state, first_seq, label })
+    Ok(StreamSlot {
+        incarnation,
+        state,
+        first_seq,
+        label,
+    })
 }
 
 /// Builds a full slot image (tests and fuzz seeds).
 pub fn encode_full(slot_index: u32, slot: &StreamSlot) -> [u8; STREAM_SLOT_BYTES] {
     let mut bytes = encode_body(slot.incarnation, &slot.label);
-    put_u64(&mut bytes, STATE_WORD_OFFSET, state_word(slot.incarnation, slot.state));
+    put_u64(
+        &mut bytes,
+        STATE_WORD_OFFSET,
+        state_word(slot.incarnation, slot.state),
+    );
     let trim = if slot.first_seq == 0 {
         0
     } else {
@@ -155,7 +179,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_flips() {
-        let slot = StreamSlot { incarnation: 3, state: SlotState::Live, first_seq: 17, label: b"chat".to_vec() };
+        let slot = StreamSlot {
+            incarnation: 3,
+            state: SlotState::Live,
+            first_seq: 17,
+            label: b"chat".to_vec(),
+        };
         let bytes = encode_full(5, &slot);
         assert_eq!(decode(5, &bytes), Ok(slot.clone()));
         for bit in 0..(STREAM_SLOT_BYTES * 8) {

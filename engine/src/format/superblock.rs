@@ -57,13 +57,18 @@ pub struct Superblock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SuperblockError {
     /// Too short to hold a superblock.
-    Truncated { len_bytes: usize },
+    Truncated {
+        len_bytes: usize,
+    },
     /// All zero: the pool was never formatted (or its format was interrupted).
     Unformatted,
     BadMagic,
     UnsupportedVersion(u32),
     BadUsedBytes(u32),
-    ChecksumMismatch { stored: u32, computed: u32 },
+    ChecksumMismatch {
+        stored: u32,
+        computed: u32,
+    },
 }
 
 impl Superblock {
@@ -76,8 +81,16 @@ impl Superblock {
         put_u64(&mut bytes, SEGMENT_SIZE_OFFSET, self.segment_size_bytes);
         put_u64(&mut bytes, SEGMENT_COUNT_OFFSET, self.segment_count);
         put_u64(&mut bytes, STREAM_SLOT_COUNT_OFFSET, self.stream_slot_count);
-        put_u64(&mut bytes, STREAM_TABLE_OFFSET_OFFSET, self.stream_table_offset);
-        put_u64(&mut bytes, SEGMENT_TABLE_OFFSET_OFFSET, self.segment_table_offset);
+        put_u64(
+            &mut bytes,
+            STREAM_TABLE_OFFSET_OFFSET,
+            self.stream_table_offset,
+        );
+        put_u64(
+            &mut bytes,
+            SEGMENT_TABLE_OFFSET_OFFSET,
+            self.segment_table_offset,
+        );
         put_u64(&mut bytes, SEGMENTS_OFFSET_OFFSET, self.segments_offset);
         put_u64(&mut bytes, MAX_PAYLOAD_OFFSET, self.max_payload_bytes);
         let crc = crc32(&[&bytes[..CRC_OFFSET]]);
@@ -89,7 +102,9 @@ impl Superblock {
     /// the layout, which knows the pool length.
     pub fn decode(bytes: &[u8]) -> Result<Superblock, SuperblockError> {
         let Some(bytes) = bytes.get(..SUPERBLOCK_USED_BYTES) else {
-            return Err(SuperblockError::Truncated { len_bytes: bytes.len() });
+            return Err(SuperblockError::Truncated {
+                len_bytes: bytes.len(),
+            });
         };
         if bytes.iter().all(|&b| b == 0) {
             return Err(SuperblockError::Unformatted);
@@ -149,7 +164,13 @@ mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(Superblock::decode(&flipped).is_err(), "bit {bit}");
         }
-        assert_eq!(Superblock::decode(&bytes[..10]), Err(SuperblockError::Truncated { len_bytes: 10 }));
-        assert_eq!(Superblock::decode(&[0; 200]), Err(SuperblockError::Unformatted));
+        assert_eq!(
+            Superblock::decode(&bytes[..10]),
+            Err(SuperblockError::Truncated { len_bytes: 10 })
+        );
+        assert_eq!(
+            Superblock::decode(&[0; 200]),
+            Err(SuperblockError::Unformatted)
+        );
     }
 }

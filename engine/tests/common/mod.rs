@@ -54,7 +54,12 @@ impl Model {
         let mut out = Vec::new();
         for op in &self.pending {
             if let Pending::Append { records } = op {
-                out.extend(records.iter().filter(|(s, _)| *s == stream).map(|(_, p)| p.as_slice()));
+                out.extend(
+                    records
+                        .iter()
+                        .filter(|(s, _)| *s == stream)
+                        .map(|(_, p)| p.as_slice()),
+                );
             }
         }
         out
@@ -62,7 +67,10 @@ impl Model {
 }
 
 pub fn small_config() -> LogConfig {
-    LogConfig { segment_size_bytes: 16 * 1024, stream_slot_count: 16 }
+    LogConfig {
+        segment_size_bytes: 16 * 1024,
+        stream_slot_count: 16,
+    }
 }
 
 pub fn options(lane_count: usize) -> OpenOptions {
@@ -86,8 +94,11 @@ pub fn check_image(image: &[u8], model: &Model, lane_count: usize) -> Result<(),
 
 /// Checks an open log against the model (acknowledged state plus in-flight operations).
 pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), String> {
-    let listed: BTreeMap<StreamId, Vec<u8>> =
-        log.list_streams().into_iter().map(|info| (info.id, info.label)).collect();
+    let listed: BTreeMap<StreamId, Vec<u8>> = log
+        .list_streams()
+        .into_iter()
+        .map(|info| (info.id, info.label))
+        .collect();
     for (id, label) in &listed {
         if !model.streams.contains_key(id) {
             let creating = model
@@ -104,7 +115,10 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
         }
     }
     for (id, stream) in &model.streams {
-        let deleting = model.pending.iter().any(|op| matches!(op, Pending::Delete { stream } if stream == id));
+        let deleting = model
+            .pending
+            .iter()
+            .any(|op| matches!(op, Pending::Delete { stream } if stream == id));
         if !listed.contains_key(id) {
             if deleting {
                 continue;
@@ -112,7 +126,10 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
             return Err(format!("acknowledged stream {id} is missing"));
         }
         if listed[id] != stream.label {
-            return Err(format!("stream {id} label {:?} != {:?}", listed[id], stream.label));
+            return Err(format!(
+                "stream {id} label {:?} != {:?}",
+                listed[id], stream.label
+            ));
         }
         let (first, next) = log.bounds(*id).map_err(|e| e.to_string())?;
         let trimming: Vec<u64> = model
@@ -124,12 +141,17 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
             })
             .collect();
         if first != stream.first_seq && !trimming.contains(&first) {
-            return Err(format!("stream {id} first_seq {first}, acknowledged {}", stream.first_seq));
+            return Err(format!(
+                "stream {id} first_seq {first}, acknowledged {}",
+                stream.first_seq
+            ));
         }
         let pending = model.pending_payloads(*id);
         let acked_next = stream.next_seq();
         if next < acked_next {
-            return Err(format!("stream {id} lost acknowledged records: next {next} < {acked_next}"));
+            return Err(format!(
+                "stream {id} lost acknowledged records: next {next} < {acked_next}"
+            ));
         }
         if next > acked_next + pending.len() as u64 {
             return Err(format!(
@@ -142,7 +164,9 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
         // as a multiset against the in-flight payloads of this stream.
         let mut unmatched: Vec<&[u8]> = pending.clone();
         for seq in first..next {
-            let record = log.read(*id, seq).map_err(|e| format!("read {id}/{seq}: {e}"))?;
+            let record = log
+                .read(*id, seq)
+                .map_err(|e| format!("read {id}/{seq}: {e}"))?;
             let known = seq < acked_next && !stream.placeholder_seqs.contains(&seq);
             if known {
                 let expected = &stream.acked[(seq - stream.first_seq) as usize];
@@ -165,7 +189,10 @@ pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), 
         }
         let iterated = log.iter(*id, first).map_err(|e| e.to_string())?.count() as u64;
         if iterated != next - first {
-            return Err(format!("stream {id}: iterator gave {iterated}, bounds say {}", next - first));
+            return Err(format!(
+                "stream {id}: iterator gave {iterated}, bounds say {}",
+                next - first
+            ));
         }
     }
     Ok(())
@@ -203,42 +230,63 @@ impl CrashChecker {
         let model = Arc::new(Mutex::new(Model::default()));
         let tally = Arc::new(Mutex::new(CrashTally::default()));
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let (m, t, f) = (Arc::clone(&model), Arc::clone(&tally), Arc::clone(&failures));
+        let (m, t, f) = (
+            Arc::clone(&model),
+            Arc::clone(&tally),
+            Arc::clone(&failures),
+        );
         sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
             let model = m.lock().clone();
             let mut tally = t.lock();
             tally.fences += 1;
             let fence = point.fence_index().unwrap_or(0);
-            let run = point.for_each_image(budget.exhaustive_max, budget.samples, budget.seed ^ fence, |image| {
-                tally.images += 1;
-                let mut verdict = check_image(image, &model, budget.lane_count);
-                if verdict.is_ok() && budget.recovery_crash_every > 0 && tally.images % budget.recovery_crash_every == 0 {
-                    match crash_during_recovery(image, &model, budget) {
-                        Ok(count) => tally.recovery_crash_images += count,
-                        Err(error) => verdict = Err(format!("crash during recovery: {error}")),
+            let run = point.for_each_image(
+                budget.exhaustive_max,
+                budget.samples,
+                budget.seed ^ fence,
+                |image| {
+                    tally.images += 1;
+                    let mut verdict = check_image(image, &model, budget.lane_count);
+                    if verdict.is_ok()
+                        && budget.recovery_crash_every > 0
+                        && tally.images % budget.recovery_crash_every == 0
+                    {
+                        match crash_during_recovery(image, &model, budget) {
+                            Ok(count) => tally.recovery_crash_images += count,
+                            Err(error) => verdict = Err(format!("crash during recovery: {error}")),
+                        }
                     }
-                }
-                match verdict {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(error) => {
-                        f.lock().push(format!(
-                            "fence {fence} (seed {}): {error}; in flight: {:?}",
-                            budget.seed, model.pending
-                        ));
-                        ControlFlow::Break(())
+                    match verdict {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(error) => {
+                            f.lock().push(format!(
+                                "fence {fence} (seed {}): {error}; in flight: {:?}",
+                                budget.seed, model.pending
+                            ));
+                            ControlFlow::Break(())
+                        }
                     }
-                }
-            });
+                },
+            );
             if run.exhaustive {
                 tally.exhaustive_fences += 1;
             }
         })));
-        CrashChecker { model, tally, failures }
+        CrashChecker {
+            model,
+            tally,
+            failures,
+        }
     }
 
     pub fn assert_clean(&self) {
         let failures = self.failures.lock();
-        assert!(failures.is_empty(), "{} crash oracle violation(s), first: {}", failures.len(), failures[0]);
+        assert!(
+            failures.is_empty(),
+            "{} crash oracle violation(s), first: {}",
+            failures.len(),
+            failures[0]
+        );
     }
 }
 
@@ -266,12 +314,22 @@ pub fn crash_during_recovery(image: &[u8], model: &Model, budget: Budget) -> Res
 /// A payload whose bytes are valid record headers of this pool (for the segment
 /// generations around `segment_gen_hint`), claiming `stream` and seqs from `seq`: if the
 /// scanner ever read a header inside a payload, these would surface as records.
-pub fn crafted_payload(pool_nonce: u64, stream: StreamId, seq: u64, gens: std::ops::Range<u64>) -> Vec<u8> {
+pub fn crafted_payload(
+    pool_nonce: u64,
+    stream: StreamId,
+    seq: u64,
+    gens: std::ops::Range<u64>,
+) -> Vec<u8> {
     use pstream_engine::format::record::{encode, payload_crc, CrcKey, RecordHeader};
     let mut payload = Vec::new();
     for segment_gen in gens {
-        let header = RecordHeader { stream_id: stream.0, seq, payload_len: 0, payload_crc: payload_crc(&[]) };
-        payload.extend_from_slice(&encode(&header, CrcKey { pool_nonce, segment_gen }));
+        let header = RecordHeader {
+            stream_id: stream.0,
+            seq,
+            payload_len: 0,
+            payload_crc: payload_crc(&[]),
+        };
+        payload.extend_from_slice(&encode(&header, CrcKey::new(pool_nonce, segment_gen)));
     }
     payload
 }
