@@ -32,9 +32,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::cache::BlockCache;
 use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
-    classify_file_name, cold_file_name, corrupt_file_name, decode_block, decode_file_header,
-    decode_footer, decode_trailer, le_u32, mismatch, record_payload, temp_file_name, ColdFileIndex,
-    FileKind, RecordEntry, BLOCK_HEADER_BYTES, FILE_ALIGN_BYTES, FILE_HEADER_BYTES, TRAILER_BYTES,
+    classify_file_name, cold_file_name, corrupt_file_name, decode_block, decode_block_cow,
+    decode_file_header, decode_footer, decode_trailer, le_u32, mismatch, record_payload,
+    temp_file_name, ColdFileIndex, FileKind, RecordEntry, BLOCK_HEADER_BYTES, FILE_ALIGN_BYTES,
+    FILE_HEADER_BYTES, TRAILER_BYTES,
 };
 use crate::io::{align_down_u64, align_up_u64, IoBuf, IoFile, SegmentIo, StreamShape};
 use crate::writer::{ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
@@ -460,95 +461,43 @@ impl<I: SegmentIo> ColdStore<I> {
         // Records in file order: by block, then by position in the block.
         let mut order: Vec<&RecordEntry> = index.records.iter().collect();
         order.sort_unstable_by_key(|record| (record.block_no, record.offset_in_block));
-        let mut next_record = 0usize;
-        let data_end = index.footer_offset;
+        let mut scan = Scan {
+            file,
+            order,
+            next_record: 0,
+            block_no: 0,
+            carry: Vec::new(),
+        };
+        let data_end = align_up_u64(index.footer_offset);
         let chunk_bytes = self.config.read_chunk_bytes as u64;
-        let mut staged: Vec<u8> = Vec::new();
-        // File offset of staged[0], and of the next chunk to read.
-        let mut staged_at = 0u64;
         let mut read_at = 0u64;
-        let mut block_no = 0usize;
-        while block_no < index.blocks.len() {
+        while scan.block_no < index.blocks.len() {
             let mut requests = Vec::with_capacity(self.config.read_depth);
             while requests.len() < self.config.read_depth && read_at < data_end {
-                let len = chunk_bytes.min(align_up_u64(data_end) - read_at) as usize;
+                let len = chunk_bytes.min(data_end - read_at) as usize;
                 let mut buf = self.io.alloc_buf(len);
                 buf.set_len(len);
                 requests.push((read_at, buf));
                 read_at += len as u64;
             }
             if requests.is_empty() {
-                let kind = CorruptKind::Truncated {
-                    structure: Structure::BlockPayload,
-                    needed_bytes: index.blocks[block_no].disk_len_bytes(),
-                    available_bytes: 0,
-                };
-                let offset_bytes = index.blocks[block_no].offset_bytes;
-                return Err(TieringError::Corrupt {
-                    file: file.name.clone(),
-                    offset_bytes,
-                    kind,
-                });
+                return Err(scan.truncated(0));
             }
-            for (request_at, (result, buf)) in requests
-                .iter()
-                .map(|(at, _)| *at)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .zip(self.io.read_batch(&file.file, requests))
-            {
+            let offsets: Vec<u64> = requests.iter().map(|(offset, _)| *offset).collect();
+            let completions = self.io.read_batch(&file.file, requests);
+            for (chunk_at, (result, buf)) in offsets.into_iter().zip(completions) {
                 let read = result?;
                 bump(&self.counters.bytes_read, read as u64);
-                let wanted = buf
-                    .len()
-                    .min((data_end.saturating_sub(request_at)) as usize);
-                if read < wanted {
-                    let kind = CorruptKind::Truncated {
-                        structure: Structure::File,
-                        needed_bytes: wanted as u64,
-                        available_bytes: read as u64,
-                    };
-                    let offset_bytes = request_at + read as u64;
-                    return Err(TieringError::Corrupt {
-                        file: file.name.clone(),
-                        offset_bytes,
-                        kind,
-                    });
+                let expected = buf.len().min((index.footer_offset - chunk_at) as usize);
+                if read < expected {
+                    return Err(scan.truncated(read as u64));
                 }
-                staged.extend_from_slice(&buf.as_slice()[..read]);
+                scan.chunk(chunk_at, &buf.as_slice()[..read], visit)?;
             }
-            // Decode every block now fully staged.
-            while let Some(entry) = index.blocks.get(block_no) {
-                let start = (entry.offset_bytes - staged_at) as usize;
-                let end = start + entry.disk_len_bytes() as usize;
-                let Some(bytes) = staged.get(start..end) else {
-                    break;
-                };
-                let block = decode_block(bytes, index.segment_gen(), block_no as u32)
-                    .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
-                check_block_len(&file.name, entry, block.len())?;
-                while let Some(record) = order
-                    .get(next_record)
-                    .filter(|r| r.block_no as usize == block_no)
-                {
-                    let payload = record_payload(&block, record)
-                        .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
-                    visit(record, payload);
-                    next_record += 1;
-                }
-                block_no += 1;
-            }
-            // Drop what was consumed.
-            let consumed_to = index
-                .blocks
-                .get(block_no)
-                .map_or(read_at, |entry| entry.offset_bytes);
-            let consumed = (consumed_to - staged_at) as usize;
-            staged.drain(..consumed.min(staged.len()));
-            staged_at += consumed as u64;
         }
-        debug_assert_eq!(next_record, order.len());
-        Ok(next_record as u64)
+        debug_assert!(scan.carry.is_empty());
+        debug_assert_eq!(scan.next_record, scan.order.len());
+        Ok(scan.next_record as u64)
     }
 
     /// Reads and verifies every block and record of a cold file; returns the record count.
@@ -631,6 +580,99 @@ impl<I: SegmentIo> ColdStore<I> {
 
     pub fn config(&self) -> &ColdStoreConfig {
         &self.config
+    }
+}
+
+/// A sequential scan: blocks are decoded straight from the read chunks; only a block that
+/// straddles two chunks is copied (into `carry`) to join its pieces.
+struct Scan<'f, F> {
+    file: &'f ColdFile<F>,
+    order: Vec<&'f RecordEntry>,
+    next_record: usize,
+    block_no: usize,
+    /// The first bytes of block `block_no`, read at the end of the previous chunk.
+    carry: Vec<u8>,
+}
+
+impl<F> Scan<'_, F> {
+    fn chunk<V>(&mut self, chunk_at: u64, data: &[u8], visit: &mut V) -> Result<()>
+    where
+        V: FnMut(&RecordEntry, &[u8]),
+    {
+        let blocks = &self.file.index.blocks;
+        let chunk_end = chunk_at + data.len() as u64;
+        let mut data_at = 0usize;
+        if !self.carry.is_empty() {
+            let Some(entry) = blocks.get(self.block_no) else {
+                return Ok(());
+            };
+            let missing = entry.disk_len_bytes() as usize - self.carry.len();
+            let take = missing.min(data.len());
+            self.carry.extend_from_slice(&data[..take]);
+            if take < missing {
+                return Ok(());
+            }
+            let carry = std::mem::take(&mut self.carry);
+            self.block(&carry, visit)?;
+            data_at = take;
+        }
+        while let Some(entry) = blocks.get(self.block_no) {
+            debug_assert!(entry.offset_bytes >= chunk_at + data_at as u64);
+            let start = (entry.offset_bytes - chunk_at) as usize;
+            if entry.offset_bytes >= chunk_end {
+                break;
+            }
+            let end = start + entry.disk_len_bytes() as usize;
+            match data.get(start..end) {
+                Some(bytes) => self.block(bytes, visit)?,
+                None => {
+                    self.carry.extend_from_slice(&data[start..]);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes block `block_no` from `bytes` and visits its records.
+    fn block<V>(&mut self, bytes: &[u8], visit: &mut V) -> Result<()>
+    where
+        V: FnMut(&RecordEntry, &[u8]),
+    {
+        let index = &self.file.index;
+        let entry = &index.blocks[self.block_no];
+        let name = &self.file.name;
+        let block = decode_block_cow(bytes, index.segment_gen(), self.block_no as u32)
+            .map_err(|e| e.in_file(name, entry.offset_bytes))?;
+        check_block_len(name, entry, block.len())?;
+        while let Some(record) = self
+            .order
+            .get(self.next_record)
+            .filter(|r| r.block_no as usize == self.block_no)
+        {
+            let payload =
+                record_payload(&block, record).map_err(|e| e.in_file(name, entry.offset_bytes))?;
+            visit(record, payload);
+            self.next_record += 1;
+        }
+        self.block_no += 1;
+        Ok(())
+    }
+
+    fn truncated(&self, available_bytes: u64) -> TieringError {
+        let index = &self.file.index;
+        let entry = index.blocks.get(self.block_no);
+        let kind = CorruptKind::Truncated {
+            structure: Structure::BlockPayload,
+            needed_bytes: entry.map_or(0, |entry| entry.disk_len_bytes()),
+            available_bytes,
+        };
+        let offset_bytes = entry.map_or(index.footer_offset, |entry| entry.offset_bytes);
+        TieringError::Corrupt {
+            file: self.file.name.clone(),
+            offset_bytes,
+            kind,
+        }
     }
 }
 

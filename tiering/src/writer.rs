@@ -26,8 +26,7 @@ use crate::format::{
     cold_file_name, crc32, decode_file, encode_block_header, encode_file_header, encode_footer,
     encode_trailer, footer_len_bytes, temp_file_name, BlockEntry, BlockHeader, Codec,
     ColdFileIndex, Compression, FileHeader, Footer, RecordEntry, BLOCK_HEADER_BYTES,
-    FILE_ALIGN_BYTES, FILE_HEADER_BYTES, MAX_BLOCK_SIZE_BYTES, MAX_RECORD_BYTES,
-    MIN_BLOCK_SIZE_BYTES, TRAILER_BYTES,
+    FILE_ALIGN_BYTES, MAX_BLOCK_SIZE_BYTES, MAX_RECORD_BYTES, MIN_BLOCK_SIZE_BYTES, TRAILER_BYTES,
 };
 use crate::io::{align_up, Fill, IoBuf, IoFile, SegmentIo, StreamShape, IO_ALIGN_BYTES};
 
@@ -232,6 +231,11 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
 }
 
 /// Turns records into the byte stream of a cold file, one chunk at a time.
+///
+/// Without compression a payload is copied once into `pending` (behind a placeholder block
+/// header that is patched when the block closes) and once more into the I/O buffer; its crc
+/// is computed once and folded into the block crc with `crc32fast::Hasher::combine`. Only
+/// bytes of closed blocks (`pending[..committed]`) are handed out.
 struct Encoder<'c, R> {
     records: R,
     config: &'c ColdWriterConfig,
@@ -239,14 +243,20 @@ struct Encoder<'c, R> {
     file_name: &'c str,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     compressed: Vec<u8>,
-    /// Uncompressed bytes and index entries of the block being built.
+    /// Uncompressed bytes of the open block, only when compressing.
     block: Vec<u8>,
+    /// Index entries, payload bytes and running crc of the open block.
     block_records: Vec<RecordEntry>,
-    /// Encoded bytes not yet handed to a chunk: `pending[pending_pos..]`.
+    block_len_bytes: usize,
+    block_hasher: crc32fast::Hasher,
+    /// Where the open block's placeholder header sits in `pending`.
+    block_header_at: usize,
+    /// Encoded bytes not yet handed to a chunk: `pending[pending_pos..committed]` is final.
     pending: Vec<u8>,
     pending_pos: usize,
-    /// File offset of the end of `pending`.
-    encoded_bytes: u64,
+    committed: usize,
+    /// File offset of `pending[0]`.
+    pending_base: u64,
     /// Bytes handed out in chunks so far.
     emitted_bytes: u64,
     blocks: Vec<BlockEntry>,
@@ -276,6 +286,10 @@ where
         };
         let mut pending = Vec::with_capacity(config.chunk_bytes * 2);
         pending.extend_from_slice(&encode_file_header(&header));
+        let block_capacity = match config.compression {
+            Compression::None => 0,
+            Compression::Zstd { .. } => config.block_size_bytes as usize,
+        };
         Encoder {
             records,
             config,
@@ -283,11 +297,15 @@ where
             file_name,
             compressor: None,
             compressed: Vec::new(),
-            block: Vec::with_capacity(config.block_size_bytes as usize),
+            block: Vec::with_capacity(block_capacity),
             block_records: Vec::new(),
+            block_len_bytes: 0,
+            block_hasher: crc32fast::Hasher::new(),
+            block_header_at: 0,
+            committed: pending.len(),
             pending,
             pending_pos: 0,
-            encoded_bytes: FILE_HEADER_BYTES as u64,
+            pending_base: 0,
             emitted_bytes: 0,
             blocks: Vec::new(),
             entries: Vec::new(),
@@ -299,7 +317,12 @@ where
     }
 
     fn available(&self) -> usize {
-        self.pending.len() - self.pending_pos
+        self.committed - self.pending_pos
+    }
+
+    /// File offset of the end of the committed bytes.
+    fn committed_offset(&self) -> u64 {
+        self.pending_base + self.committed as u64
     }
 
     /// Fills `buf` with the next chunk of the file.
@@ -313,16 +336,20 @@ where
         buf.extend_from_slice(&self.pending[self.pending_pos..self.pending_pos + take]);
         self.pending_pos += take;
         self.emitted_bytes += take as u64;
-        if self.pending_pos == self.pending.len() {
-            self.pending.clear();
+        if self.pending_pos == self.pending.len() || self.pending_pos >= self.config.chunk_bytes {
+            // Compact; an open block's placeholder lies beyond `committed`, so it stays.
+            let consumed = self.pending_pos;
+            self.pending.drain(..consumed);
             self.pending_pos = 0;
-        } else if self.pending_pos >= self.config.chunk_bytes {
-            self.pending.drain(..self.pending_pos);
-            self.pending_pos = 0;
+            self.pending_base += consumed as u64;
+            self.committed -= consumed;
+            if !self.block_records.is_empty() {
+                self.block_header_at -= consumed;
+            }
         }
         debug_assert_eq!(
-            self.emitted_bytes + self.available() as u64,
-            self.encoded_bytes
+            self.pending_base + self.pending_pos as u64,
+            self.emitted_bytes
         );
         if self.finished && self.available() == 0 {
             // Every chunk but the last is full, and the file length is aligned.
@@ -352,66 +379,97 @@ where
             });
         }
         let block_size = self.config.block_size_bytes as usize;
-        if !self.block.is_empty() && self.block.len() + len_bytes > block_size {
+        let open = !self.block_records.is_empty();
+        if open && self.block_len_bytes + len_bytes > block_size {
             self.flush_block()?;
         }
+        if self.block_records.is_empty() {
+            self.open_block();
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(payload);
+        self.block_hasher.combine(&hasher);
         self.block_records.push(RecordEntry {
             stream_id,
             seq,
             block_no: self.blocks.len() as u32,
-            offset_in_block: self.block.len() as u32,
+            offset_in_block: self.block_len_bytes as u32,
             len_bytes: len_bytes as u32,
-            payload_crc: crc32(&[payload]),
+            payload_crc: hasher.finalize(),
         });
-        self.block.extend_from_slice(payload);
+        match self.config.compression {
+            Compression::None => self.pending.extend_from_slice(payload),
+            Compression::Zstd { .. } => self.block.extend_from_slice(payload),
+        }
+        self.block_len_bytes += len_bytes;
         self.payload_bytes += len_bytes as u64;
-        if self.block.len() >= block_size {
+        if self.block_len_bytes >= block_size {
             self.flush_block()?;
         }
         Ok(())
     }
 
+    fn open_block(&mut self) {
+        debug_assert_eq!(self.committed, self.pending.len());
+        self.block_header_at = self.pending.len();
+        // Placeholder, patched by `flush_block` before any of it is handed out.
+        self.pending.extend_from_slice(&[0u8; BLOCK_HEADER_BYTES]);
+        self.block_hasher = crc32fast::Hasher::new();
+        self.block_len_bytes = 0;
+    }
+
     fn flush_block(&mut self) -> Result<()> {
         debug_assert!(!self.block_records.is_empty());
-        let uncompressed_crc = crc32(&[&self.block]);
-        let codec = self.compress()?;
-        let stored: &[u8] = match codec {
-            Codec::Raw => &self.block,
-            Codec::Zstd => &self.compressed,
+        let uncompressed_crc = self.block_hasher.clone().finalize();
+        let (codec, stored_len, stored_crc) = match self.config.compression {
+            Compression::None => (Codec::Raw, self.block_len_bytes, uncompressed_crc),
+            Compression::Zstd { .. } => {
+                debug_assert_eq!(self.block.len(), self.block_len_bytes);
+                let stored = if self.compress()? {
+                    &self.compressed
+                } else {
+                    &self.block
+                };
+                self.pending.extend_from_slice(stored);
+                if stored.len() < self.block.len() {
+                    (Codec::Zstd, stored.len(), crc32(&[stored]))
+                } else {
+                    (Codec::Raw, stored.len(), uncompressed_crc)
+                }
+            }
         };
         let header = BlockHeader {
             block_no: self.blocks.len() as u32,
-            uncompressed_len: self.block.len() as u32,
-            stored_len: stored.len() as u32,
-            stored_crc: if codec == Codec::Raw {
-                uncompressed_crc
-            } else {
-                crc32(&[stored])
-            },
+            uncompressed_len: self.block_len_bytes as u32,
+            stored_len: stored_len as u32,
+            stored_crc,
             uncompressed_crc,
             codec,
         };
-        self.pending
-            .extend_from_slice(&encode_block_header(&header, self.header.segment_gen));
-        self.pending.extend_from_slice(stored);
+        let at = self.block_header_at;
+        debug_assert!(at >= self.committed);
+        let encoded = encode_block_header(&header, self.header.segment_gen);
+        self.pending[at..at + BLOCK_HEADER_BYTES].copy_from_slice(&encoded);
+        debug_assert_eq!(self.pending.len(), at + BLOCK_HEADER_BYTES + stored_len);
         self.blocks.push(BlockEntry {
-            offset_bytes: self.encoded_bytes,
+            offset_bytes: self.pending_base + at as u64,
             stored_len: header.stored_len,
             uncompressed_len: header.uncompressed_len,
         });
-        self.encoded_bytes += (BLOCK_HEADER_BYTES + stored.len()) as u64;
+        self.committed = self.pending.len();
         self.entries.append(&mut self.block_records);
         self.block.clear();
+        self.block_len_bytes = 0;
         Ok(())
     }
 
-    /// Compresses the block into `self.compressed` when configured and worthwhile.
-    fn compress(&mut self) -> Result<Codec> {
+    /// Compresses the open block into `self.compressed`; true when that made it smaller.
+    fn compress(&mut self) -> Result<bool> {
         let Compression::Zstd { level } = self.config.compression else {
-            return Ok(Codec::Raw);
+            return Ok(false);
         };
         if self.block.is_empty() {
-            return Ok(Codec::Raw);
+            return Ok(false);
         }
         let compress_error = |source| TieringError::Compress {
             file: self.file_name.to_owned(),
@@ -421,7 +479,7 @@ where
             self.compressor = Some(zstd::bulk::Compressor::new(level).map_err(compress_error)?);
         }
         let Some(compressor) = self.compressor.as_mut() else {
-            return Ok(Codec::Raw);
+            return Ok(false);
         };
         self.compressed.clear();
         self.compressed
@@ -429,11 +487,7 @@ where
         compressor
             .compress_to_buffer(&self.block, &mut self.compressed)
             .map_err(compress_error)?;
-        Ok(if self.compressed.len() < self.block.len() {
-            Codec::Zstd
-        } else {
-            Codec::Raw
-        })
+        Ok(self.compressed.len() < self.block.len())
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -442,18 +496,18 @@ where
         }
         self.entries
             .sort_unstable_by_key(|entry| (entry.stream_id, entry.seq));
-        if let Some(pair) = self
+        let duplicate = self
             .entries
             .windows(2)
-            .find(|pair| (pair[0].stream_id, pair[0].seq) == (pair[1].stream_id, pair[1].seq))
-        {
+            .find(|pair| (pair[0].stream_id, pair[0].seq) == (pair[1].stream_id, pair[1].seq));
+        if let Some(pair) = duplicate {
             return Err(TieringError::DuplicateRecord {
                 segment_gen: self.header.segment_gen,
                 stream_id: pair[0].stream_id,
                 seq: pair[0].seq,
             });
         }
-        self.footer_offset = self.encoded_bytes;
+        self.footer_offset = self.committed_offset();
         let footer = Footer {
             segment_gen: self.header.segment_gen,
             payload_bytes: self.payload_bytes,
@@ -481,11 +535,12 @@ where
             record_count: footer.records.len() as u64,
         };
         self.pending.extend_from_slice(&encode_trailer(&trailer));
-        self.encoded_bytes = file_len;
+        self.committed = self.pending.len();
         self.file_len_bytes = file_len;
         self.blocks = footer.blocks;
         self.entries = footer.records;
         self.finished = true;
+        debug_assert_eq!(self.committed_offset(), file_len);
         debug_assert_eq!(align_up(file_len as usize) as u64, file_len);
         Ok(())
     }

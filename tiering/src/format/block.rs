@@ -18,6 +18,8 @@
 //! carried over from another cold file is rejected even though its own crcs hold. A block is
 //! stored raw whenever zstd would not make it smaller.
 
+use std::borrow::Cow;
+
 use super::{check_crc, crc32, le_u32, mismatch, need, out_of_bounds, put_u32, MAX_BLOCK_BYTES};
 use crate::error::{CorruptKind, DecodeError, Structure};
 
@@ -119,6 +121,20 @@ pub fn decode_block_header(bytes: &[u8], segment_gen: u64) -> Result<BlockHeader
         Codec::Raw => stored_len == uncompressed_len,
         Codec::Zstd => stored_len < uncompressed_len,
     };
+    let stored_crc = le_u32(bytes, STORED_CRC_OFFSET);
+    let uncompressed_crc = le_u32(bytes, UNCOMPRESSED_CRC_OFFSET);
+    if codec == Codec::Raw && stored_crc != uncompressed_crc {
+        // The same bytes have one crc; checking it once is then enough.
+        let (expected, found) = (u64::from(stored_crc), u64::from(uncompressed_crc));
+        let offset = UNCOMPRESSED_CRC_OFFSET as u64;
+        return Err(mismatch(
+            offset,
+            structure,
+            "uncompressed_crc",
+            expected,
+            found,
+        ));
+    }
     if !stored_ok {
         let (expected, found) = (u64::from(uncompressed_len), u64::from(stored_len));
         let offset = STORED_LEN_OFFSET as u64;
@@ -128,8 +144,8 @@ pub fn decode_block_header(bytes: &[u8], segment_gen: u64) -> Result<BlockHeader
         block_no: le_u32(bytes, BLOCK_NO_OFFSET),
         uncompressed_len,
         stored_len,
-        stored_crc: le_u32(bytes, STORED_CRC_OFFSET),
-        uncompressed_crc: le_u32(bytes, UNCOMPRESSED_CRC_OFFSET),
+        stored_crc,
+        uncompressed_crc,
         codec,
     })
 }
@@ -141,6 +157,15 @@ pub fn decode_block(
     segment_gen: u64,
     expected_block_no: u32,
 ) -> Result<Vec<u8>, DecodeError> {
+    decode_block_cow(bytes, segment_gen, expected_block_no).map(Cow::into_owned)
+}
+
+/// [`decode_block`] without copying a raw block: its bytes are borrowed from `bytes`.
+pub fn decode_block_cow(
+    bytes: &[u8],
+    segment_gen: u64,
+    expected_block_no: u32,
+) -> Result<Cow<'_, [u8]>, DecodeError> {
     let header = decode_block_header(bytes, segment_gen)?;
     if header.block_no != expected_block_no {
         let (expected, found) = (u64::from(expected_block_no), u64::from(header.block_no));
@@ -161,19 +186,19 @@ pub fn decode_block(
     let offset = BLOCK_HEADER_BYTES as u64;
     let computed = crc32(&[stored]);
     check_crc(structure, BLOCK_HEADER_BYTES, header.stored_crc, computed)?;
-    let uncompressed = match header.codec {
-        Codec::Raw => stored.to_vec(),
-        Codec::Zstd => {
-            zstd::bulk::decompress(stored, header.uncompressed_len as usize).map_err(|error| {
-                DecodeError::new(
-                    offset,
-                    CorruptKind::Decompress {
-                        message: error.to_string(),
-                    },
-                )
-            })?
-        }
+    let Codec::Zstd = header.codec else {
+        // Raw: the header check tied uncompressed_crc to stored_crc, just verified.
+        return Ok(Cow::Borrowed(stored));
     };
+    let uncompressed =
+        zstd::bulk::decompress(stored, header.uncompressed_len as usize).map_err(|error| {
+            DecodeError::new(
+                offset,
+                CorruptKind::Decompress {
+                    message: error.to_string(),
+                },
+            )
+        })?;
     if uncompressed.len() != header.uncompressed_len as usize {
         let (expected, found) = (
             u64::from(header.uncompressed_len),
@@ -194,7 +219,7 @@ pub fn decode_block(
         header.uncompressed_crc,
         computed,
     )?;
-    Ok(uncompressed)
+    Ok(Cow::Owned(uncompressed))
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ mod header;
 mod trailer;
 
 pub use block::{
-    decode_block, decode_block_header, encode_block_header, BlockHeader, Codec, BLOCK_HEADER_BYTES,
+    decode_block, decode_block_cow, decode_block_header, encode_block_header, BlockHeader, Codec,
+    BLOCK_HEADER_BYTES,
 };
 pub(crate) use file::record_payload;
 pub use file::{decode_file, ColdFileIndex};
