@@ -3,6 +3,8 @@
 //! `pstream ceiling` measures the persist ceiling of this machine (see [`pstream::ceiling`]).
 #![deny(unsafe_code)]
 
+mod demo;
+
 use std::error::Error as _;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -30,6 +32,9 @@ enum Command {
     Bench(BenchCommand),
     /// Full checksum scan of a pool; exits non-zero if anything is corrupt.
     Verify(VerifyArgs),
+    /// Run the agent store end to end: the paper's three use cases, a traffic burst, a
+    /// restart and a summary (creates or reopens ./pstream-data).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,11 +111,9 @@ enum CliError {
     Ceiling(#[from] CeilingError),
     #[error(transparent)]
     Bench(#[from] pstream::bench::BenchError),
-    #[error("pool {path}: {source}")]
-    Pool {
-        path: PathBuf,
-        source: pstream::pmem_emul::PmemError,
-    },
+    /// `PmemError` messages already name the pool's path.
+    #[error("{source}")]
+    Pool { source: pstream::pmem_emul::PmemError },
     #[error("pool {path}: {source}")]
     Engine {
         path: PathBuf,
@@ -124,6 +127,8 @@ enum CliError {
     Json(#[from] serde_json::Error),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
 }
 
 const MIB_BYTES: usize = 1 << 20;
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
         Command::Ceiling(args) => run_ceiling(&args),
         Command::Bench(BenchCommand::Append(args)) => run_bench_append(&args),
         Command::Verify(args) => run_verify(&args),
+        Command::Demo(args) => demo::run(&args).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -346,10 +352,7 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
 fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
     use pstream::pmem_emul::{MmapPool, PoolOptions};
     let path = args.pool.clone();
-    let pool = MmapPool::open(&path, PoolOptions::default()).map_err(|source| CliError::Pool {
-        path: path.clone(),
-        source,
-    })?;
+    let pool = MmapPool::open(&path, PoolOptions::default()).map_err(|source| CliError::Pool { source })?;
     let report = pstream::engine::verify(&pool).map_err(|source| CliError::Engine {
         path: path.clone(),
         source,
