@@ -22,6 +22,10 @@ pub enum Location {
         segment: u32,
         offset_bytes: u64,
     },
+    /// A segment in the cold tier, by generation.
+    ColdSegment {
+        segment_gen: u64,
+    },
 }
 
 impl fmt::Display for Location {
@@ -37,6 +41,7 @@ impl fmt::Display for Location {
             } => {
                 write!(f, "segment {segment} offset {offset_bytes}")
             }
+            Location::ColdSegment { segment_gen } => write!(f, "cold segment {segment_gen}"),
         }
     }
 }
@@ -79,6 +84,10 @@ pub enum EngineError {
     },
     #[error("stream {0} has used every sequence number")]
     SeqExhausted(StreamId),
+    #[error("segment {segment} is {state} and cannot be migrated")]
+    NotMigratable { segment: u32, state: &'static str },
+    #[error("cold tier: {0}")]
+    Cold(#[from] crate::cold::ColdError),
 }
 
 impl EngineError {

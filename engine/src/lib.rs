@@ -13,6 +13,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cold;
 mod error;
 pub mod format;
 mod layout;
@@ -22,10 +23,14 @@ mod scan;
 mod stream;
 mod verify;
 
+pub use cold::{ColdError, ColdErrorKind, ColdTier, NoColdTier};
 pub use error::{EngineError, Location, Result};
 pub use format::record::MAX_PAYLOAD_BYTES;
 pub use format::segment::SegmentState;
-pub use log::{Log, LogConfig, LogStats, OpenOptions, Record, StreamInfo, StreamIter};
+pub use log::{
+    Log, LogConfig, LogStats, MigrationOutcome, OpenOptions, Record, SegmentInfo, StreamInfo,
+    StreamIter, TierStats,
+};
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};
 

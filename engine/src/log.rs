@@ -31,6 +31,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use pmem_emul::{Pmem, ATOMIC_STORE_BYTES};
 
+use crate::cold::{ColdSource, ColdTier, NoColdTier};
 use crate::error::{EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
 use crate::format::segment::{
@@ -39,6 +40,8 @@ use crate::format::segment::{
 use crate::format::stream_slot::{self, SlotState, MAX_LABEL_BYTES, STREAM_SLOT_BYTES};
 use crate::format::superblock::Superblock;
 use crate::layout::Layout;
+use crate::recovery::RecoveryReport;
+use crate::scan;
 use crate::stream::{Index, IndexEntry, Loc, Stream};
 use crate::StreamId;
 
@@ -117,6 +120,8 @@ pub(crate) struct SegmentMeta {
     /// seals the segment, so trims may briefly drive an open segment's count below zero.
     pub live_records: AtomicI64,
     pub live_bytes: AtomicI64,
+    /// Milliseconds since the log was opened at the last seal or hot read (for age policy).
+    pub last_access_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +156,45 @@ pub struct LogStats {
     pub fences: u64,
 }
 
+/// A segment as [`Log::segment_infos`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub index: u32,
+    pub state: SegmentState,
+    pub segment_gen: u64,
+    pub sealed_len_bytes: u64,
+    pub live_records: u64,
+    pub live_bytes: u64,
+    /// Milliseconds since its last append (seal) or hot read.
+    pub idle_ms: u64,
+    /// It holds nothing live and is waiting to be scrubbed.
+    pub scrub_pending: bool,
+}
+
+/// What [`Log::migrate_segment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationOutcome {
+    pub segment: u32,
+    pub segment_gen: u64,
+    pub records_migrated: u64,
+    pub payload_bytes: u64,
+    pub stored_bytes: u64,
+    pub dead_bytes_dropped: u64,
+}
+
+/// Tiering counters since open, and the cold tier's size now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierStats {
+    pub migrations: u64,
+    pub migration_failures: u64,
+    pub bytes_migrated: u64,
+    pub bytes_dropped_dead: u64,
+    pub cold_reads: u64,
+    pub cold_segments: u64,
+    pub cold_stored_bytes: u64,
+    pub cold_live_bytes: u64,
+}
+
 /// A stream as `list_streams` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
@@ -160,13 +204,19 @@ pub struct StreamInfo {
     pub next_seq: u64,
 }
 
-/// A record read from the hot tier: a zero-copy borrow of persistent memory. The space it
-/// lives in is not reused while this value exists (it holds an epoch guard).
+/// A record read back. From the hot tier it is a zero-copy borrow of persistent memory whose
+/// space is not reused while this value exists (it holds an epoch guard); from the cold tier
+/// it owns a copy.
 pub struct Record<'a> {
-    _guard: Guard,
+    _guard: Option<Guard>,
     stream: StreamId,
     seq: u64,
-    payload: &'a [u8],
+    payload: Payload<'a>,
+}
+
+enum Payload<'a> {
+    Hot(&'a [u8]),
+    Cold(Vec<u8>),
 }
 
 impl Record<'_> {
@@ -179,7 +229,15 @@ impl Record<'_> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        self.payload
+        match &self.payload {
+            Payload::Hot(bytes) => bytes,
+            Payload::Cold(bytes) => bytes,
+        }
+    }
+
+    /// Whether the record was served from the cold tier.
+    pub fn is_cold(&self) -> bool {
+        matches!(self.payload, Payload::Cold(_))
     }
 }
 
@@ -188,13 +246,24 @@ impl std::fmt::Debug for Record<'_> {
         f.debug_struct("Record")
             .field("stream", &self.stream)
             .field("seq", &self.seq)
-            .field("payload_len", &self.payload.len())
+            .field("payload_len", &self.payload().len())
+            .field("cold", &self.is_cold())
             .finish()
     }
 }
 
-/// The durable multi-stream append log on persistent memory `P`.
-pub struct Log<P: Pmem> {
+/// A segment that lives in the cold tier, as the index refers to it.
+#[derive(Debug)]
+pub(crate) struct ColdSlot {
+    pub segment_gen: u64,
+    pub live_records: AtomicI64,
+    pub live_bytes: AtomicI64,
+    pub stored_bytes: u64,
+    pub deleted: std::sync::atomic::AtomicBool,
+}
+
+/// The durable multi-stream append log on persistent memory `P`, with cold tier `C`.
+pub struct Log<P: Pmem, C: ColdTier = NoColdTier> {
     pub(crate) pmem: P,
     pub(crate) layout: Layout,
     pub(crate) lanes: Box<[CachePadded<Mutex<Lane>>]>,
@@ -205,6 +274,21 @@ pub struct Log<P: Pmem> {
     pub(crate) space: Mutex<Space>,
     /// Segments whose readers have all left, waiting to be scrubbed.
     pub(crate) scrub_queue: Arc<SegQueue<u32>>,
+    pub(crate) cold: C,
+    /// Cold segments by slot (slots are never reused; `Loc::cold` names a slot).
+    pub(crate) cold_table: RwLock<Vec<Arc<ColdSlot>>>,
+    pub(crate) counters: Counters,
+    pub(crate) opened_at: std::time::Instant,
+}
+
+/// Counters of work done off the append path.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub migrations: AtomicU64,
+    pub migration_failures: AtomicU64,
+    pub bytes_migrated: AtomicU64,
+    pub bytes_dropped_dead: AtomicU64,
+    pub cold_reads: AtomicU64,
 }
 
 static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
@@ -222,9 +306,27 @@ fn random_nonce() -> u64 {
     hasher.finish() | 1
 }
 
-impl<P: Pmem> Log<P> {
-    /// Formats `pmem` as an empty log. Refuses a pool that already holds one.
+impl<P: Pmem> Log<P, NoColdTier> {
+    /// Formats `pmem` as an empty log without a cold tier. Refuses a formatted pool.
     pub fn create(pmem: P, config: LogConfig, options: OpenOptions) -> Result<Log<P>> {
+        Log::create_with_cold(pmem, NoColdTier, config, options)
+    }
+
+    /// Opens a formatted pool without a cold tier, recovering from whatever crash left it.
+    pub fn open(pmem: P, options: OpenOptions) -> Result<(Log<P>, RecoveryReport)> {
+        Log::open_with_cold(pmem, NoColdTier, options)
+    }
+}
+
+impl<P: Pmem, C: ColdTier> Log<P, C> {
+    /// Formats `pmem` as an empty log whose cold segments go to `cold`. Refuses a pool that
+    /// already holds a log.
+    pub fn create_with_cold(
+        pmem: P,
+        cold: C,
+        config: LogConfig,
+        options: OpenOptions,
+    ) -> Result<Log<P, C>> {
         if Superblock::decode(pmem.read(0, 128)).is_ok() {
             return Err(EngineError::AlreadyFormatted);
         }
@@ -255,7 +357,7 @@ impl<P: Pmem> Log<P> {
         let superblock = layout.superblock().encode();
         pmem.write(0, &superblock);
         pmem.persist(0, superblock.len());
-        let log = Log::assemble(pmem, layout, options);
+        let log = Log::assemble(pmem, cold, layout, options);
         {
             let mut space = log.space.lock();
             space.free = (0..layout.segment_count as u32).rev().collect();
@@ -271,7 +373,7 @@ impl<P: Pmem> Log<P> {
     }
 
     /// Builds the in-memory skeleton; recovery or create fills it.
-    pub(crate) fn assemble(pmem: P, layout: Layout, options: OpenOptions) -> Log<P> {
+    pub(crate) fn assemble(pmem: P, cold: C, layout: Layout, options: OpenOptions) -> Log<P, C> {
         let lane_count = options.lane_count.clamp(1, usize::from(u16::MAX));
         let lanes = (0..lane_count)
             .map(|i| {
@@ -294,6 +396,7 @@ impl<P: Pmem> Log<P> {
                 segment_gen: AtomicU64::new(0),
                 live_records: AtomicI64::new(0),
                 live_bytes: AtomicI64::new(0),
+                last_access_ms: AtomicU64::new(0),
             })
             .collect();
         Log {
@@ -305,6 +408,10 @@ impl<P: Pmem> Log<P> {
             segments,
             space: Mutex::new(Space::default()),
             scrub_queue: Arc::new(SegQueue::new()),
+            cold,
+            cold_table: RwLock::new(Vec::new()),
+            counters: Counters::default(),
+            opened_at: std::time::Instant::now(),
         }
     }
 
@@ -312,6 +419,15 @@ impl<P: Pmem> Log<P> {
     /// back (to close or reopen it).
     pub fn close(self) -> P {
         self.pmem
+    }
+
+    /// Closes the log and hands back both the pool and the cold tier.
+    pub fn close_with_cold(self) -> (P, C) {
+        (self.pmem, self.cold)
+    }
+
+    pub fn cold(&self) -> &C {
+        &self.cold
     }
 
     pub fn pmem(&self) -> &P {
@@ -701,6 +817,7 @@ impl<P: Pmem> Log<P> {
 
     fn seal(&self, full: OpenSegment) {
         let meta = &self.segments[full.segment as usize];
+        meta.last_access_ms.store(self.now_ms(), Ordering::Relaxed);
         let mut entry = meta.entry.lock();
         debug_assert_eq!(entry.entry.state, SegmentState::Open);
         let next = SegmentEntry {
@@ -749,6 +866,10 @@ impl<P: Pmem> Log<P> {
     pub(crate) fn forget_records(&self, entries: impl Iterator<Item = IndexEntry>) {
         let mut touched = Vec::new();
         for entry in entries {
+            if entry.loc.is_cold() {
+                self.forget_cold(entry);
+                continue;
+            }
             let segment = entry.loc.segment();
             let meta = &self.segments[segment as usize];
             meta.live_bytes
@@ -760,6 +881,29 @@ impl<P: Pmem> Log<P> {
         for segment in touched {
             let mut entry = self.segments[segment as usize].entry.lock();
             self.release_if_dead(segment, &mut entry);
+        }
+    }
+
+    fn forget_cold(&self, entry: IndexEntry) {
+        let slot = self.cold_slot(entry.loc);
+        slot.live_bytes
+            .fetch_sub(i64::from(entry.size_bytes), Ordering::Relaxed);
+        if slot.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.delete_cold(&slot);
+        }
+    }
+
+    /// Deletes a cold segment none of whose records is live. A failure leaves a file whose
+    /// records are all dead: recovery ignores them and deletes it again.
+    fn delete_cold(&self, slot: &ColdSlot) {
+        if slot.deleted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.counters
+            .bytes_dropped_dead
+            .fetch_add(slot.stored_bytes, Ordering::Relaxed);
+        if let Err(error) = self.cold.delete(slot.segment_gen) {
+            tracing::warn!(segment_gen = slot.segment_gen, %error, "cannot delete dead cold segment");
         }
     }
 
@@ -857,13 +1001,57 @@ impl<P: Pmem> Log<P> {
                 })
             }
         };
+        if entry.loc.is_cold() {
+            drop(guard);
+            let payload = self.read_cold(entry, id, seq)?;
+            return Ok(Record {
+                _guard: None,
+                stream: id,
+                seq,
+                payload: Payload::Cold(payload),
+            });
+        }
         let payload = self.read_hot(entry, id, seq)?;
+        self.touch(entry.loc.segment());
         Ok(Record {
-            _guard: guard,
+            _guard: Some(guard),
             stream: id,
             seq,
-            payload,
+            payload: Payload::Hot(payload),
         })
+    }
+
+    /// Notes a read for the age policy; stores only when the value moved a second, so
+    /// concurrent readers do not fight over the line.
+    fn touch(&self, segment: u32) {
+        let meta = &self.segments[segment as usize];
+        let now_ms = self.now_ms();
+        if now_ms.saturating_sub(meta.last_access_ms.load(Ordering::Relaxed)) > 1000 {
+            meta.last_access_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    fn cold_slot(&self, loc: Loc) -> Arc<ColdSlot> {
+        let table = self.cold_table.read();
+        Arc::clone(&table[loc.cold_slot() as usize])
+    }
+
+    fn read_cold(&self, entry: IndexEntry, id: StreamId, seq: u64) -> Result<Vec<u8>> {
+        let slot = self.cold_slot(entry.loc);
+        let payload = self.cold.read(slot.segment_gen, id.0, seq)?;
+        self.counters.cold_reads.fetch_add(1, Ordering::Relaxed);
+        if record::record_size_bytes(payload.len()) != entry.size_bytes as usize {
+            return Err(EngineError::corruption(
+                Location::ColdSegment {
+                    segment_gen: slot.segment_gen,
+                },
+                format!(
+                    "record {id}/{seq} has {} payload bytes, the index says otherwise",
+                    payload.len()
+                ),
+            ));
+        }
+        Ok(payload)
     }
 
     fn read_hot(&self, entry: IndexEntry, id: StreamId, seq: u64) -> Result<&[u8]> {
@@ -907,13 +1095,221 @@ impl<P: Pmem> Log<P> {
     }
 
     /// Iterates a stream from `from_seq` up to its durable tail at the time of each step.
-    pub fn iter(&self, id: StreamId, from_seq: u64) -> Result<StreamIter<'_, P>> {
+    pub fn iter(&self, id: StreamId, from_seq: u64) -> Result<StreamIter<'_, P, C>> {
         let stream = self.stream(id)?;
         Ok(StreamIter {
             log: self,
             id: stream.id,
             next_seq: from_seq,
         })
+    }
+
+    // ----- tiering ----------------------------------------------------------------------
+
+    fn now_ms(&self) -> u64 {
+        self.opened_at.elapsed().as_millis() as u64
+    }
+
+    /// Every segment as a migrator sees it.
+    pub fn segment_infos(&self) -> Vec<SegmentInfo> {
+        let now_ms = self.now_ms();
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(index, meta)| {
+                let entry = meta.entry.lock();
+                SegmentInfo {
+                    index: index as u32,
+                    state: entry.entry.state,
+                    segment_gen: entry.entry.segment_gen,
+                    sealed_len_bytes: entry.entry.sealed_len_bytes,
+                    live_records: meta.live_records.load(Ordering::Relaxed).max(0) as u64,
+                    live_bytes: meta.live_bytes.load(Ordering::Relaxed).max(0) as u64,
+                    idle_ms: now_ms.saturating_sub(meta.last_access_ms.load(Ordering::Relaxed)),
+                    scrub_pending: entry.released,
+                }
+            })
+            .collect()
+    }
+
+    /// Moves the live records of sealed `segment` to the cold tier and frees it (see the
+    /// `cold` module for the order of steps and why each crash point is safe). Dead records
+    /// (trimmed, deleted streams) are dropped, not migrated. On a cold-tier failure the
+    /// segment stays (back to `Sealed`) and the error is returned: retry later.
+    pub fn migrate_segment(&self, segment: u32) -> Result<MigrationOutcome> {
+        let meta = self
+            .segments
+            .get(segment as usize)
+            .ok_or(EngineError::NotMigratable {
+                segment,
+                state: "out of range",
+            })?;
+        // 1. Sealed -> Migrating: the persistent-memory copy stays authoritative.
+        let entry = {
+            let mut state = meta.entry.lock();
+            if state.entry.state != SegmentState::Sealed || state.released {
+                let name = if state.released {
+                    "being freed"
+                } else {
+                    state.entry.state.as_str()
+                };
+                return Err(EngineError::NotMigratable {
+                    segment,
+                    state: name,
+                });
+            }
+            let next = SegmentEntry {
+                state: SegmentState::Migrating,
+                cold_id: state.entry.segment_gen,
+                ..state.entry
+            };
+            self.store_entry(segment, &mut state, next);
+            state.entry
+        };
+        let mut scanned = Vec::new();
+        if let Err(error) = scan::scan_sealed(
+            &self.pmem,
+            &self.layout,
+            segment,
+            &entry,
+            true,
+            &mut scanned,
+        ) {
+            self.unmigrate(segment);
+            return Err(error);
+        }
+        // 2. Live records only, straight from persistent memory (nothing writes a sealed
+        //    segment, and it is not scrubbed while Migrating).
+        let base = self.layout.segment_offset(segment);
+        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize)> = Vec::new();
+        let mut dead_bytes = 0u64;
+        for record in scanned.iter().filter(|r| !r.void) {
+            let header = record.header;
+            let loc = Loc::new(segment, record.offset_bytes);
+            let size = record::record_size_bytes(header.payload_len as usize);
+            let indexed = self
+                .stream(StreamId(header.stream_id))
+                .ok()
+                .filter(|stream| matches!(stream.lookup(header.seq).0, Some(e) if e.loc == loc));
+            match indexed {
+                Some(stream) => live.push((stream, header.seq, loc, header.payload_len, size)),
+                None => dead_bytes += size as u64,
+            }
+        }
+        let source = ColdSource {
+            segment_index: segment,
+            segment_gen: entry.segment_gen,
+            pool_nonce: self.layout.pool_nonce,
+        };
+        let pmem = &self.pmem;
+        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _)| {
+            let at = base + loc.offset_bytes() as usize + RECORD_HEADER_BYTES;
+            (stream.id.0, *seq, pmem.read(at, *payload_len as usize))
+        });
+        let written = match self.cold.write_segment(source, &mut records) {
+            Ok(written) => written,
+            Err(error) => {
+                self.counters
+                    .migration_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.unmigrate(segment);
+                return Err(error.into());
+            }
+        };
+        // 3. Migrating -> Cold: from here the cold file is authoritative.
+        {
+            let mut state = meta.entry.lock();
+            let next = SegmentEntry {
+                state: SegmentState::Cold,
+                ..state.entry
+            };
+            self.store_entry(segment, &mut state, next);
+        }
+        let slot = Arc::new(ColdSlot {
+            segment_gen: entry.segment_gen,
+            live_records: AtomicI64::new(0),
+            live_bytes: AtomicI64::new(0),
+            stored_bytes: written.stored_bytes,
+            deleted: std::sync::atomic::AtomicBool::new(false),
+        });
+        let cold_loc = {
+            let mut table = self.cold_table.write();
+            table.push(Arc::clone(&slot));
+            Loc::cold((table.len() - 1) as u32)
+        };
+        let mut moved_records = 0u64;
+        for (stream, seq, loc, _, size) in &live {
+            // A trim may have dropped the record meanwhile: then it counts nowhere.
+            if stream.move_to_cold(*seq, *loc, cold_loc) {
+                slot.live_records.fetch_add(1, Ordering::AcqRel);
+                slot.live_bytes.fetch_add(*size as i64, Ordering::AcqRel);
+                meta.live_records.fetch_sub(1, Ordering::AcqRel);
+                meta.live_bytes.fetch_sub(*size as i64, Ordering::AcqRel);
+                moved_records += 1;
+            }
+        }
+        if moved_records == 0 {
+            self.delete_cold(&slot);
+        }
+        // 4. Free the persistent-memory copy once no reader can hold a borrow of it.
+        {
+            let mut state = meta.entry.lock();
+            state.released = true;
+            let queue = Arc::clone(&self.scrub_queue);
+            let guard = epoch::pin();
+            guard.defer(move || queue.push(segment));
+            guard.flush();
+        }
+        self.counters.migrations.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_migrated
+            .fetch_add(written.payload_bytes, Ordering::Relaxed);
+        self.counters
+            .bytes_dropped_dead
+            .fetch_add(dead_bytes, Ordering::Relaxed);
+        Ok(MigrationOutcome {
+            segment,
+            segment_gen: entry.segment_gen,
+            records_migrated: moved_records,
+            payload_bytes: written.payload_bytes,
+            stored_bytes: written.stored_bytes,
+            dead_bytes_dropped: dead_bytes,
+        })
+    }
+
+    /// Migrating -> Sealed after a failed migration: the persistent-memory copy stays.
+    fn unmigrate(&self, segment: u32) {
+        let mut state = self.segments[segment as usize].entry.lock();
+        let next = SegmentEntry {
+            state: SegmentState::Sealed,
+            cold_id: 0,
+            ..state.entry
+        };
+        self.store_entry(segment, &mut state, next);
+    }
+
+    /// Work done off the append path since open.
+    pub fn tier_stats(&self) -> TierStats {
+        let table = self.cold_table.read();
+        let live = table
+            .iter()
+            .filter(|slot| !slot.deleted.load(Ordering::Relaxed));
+        let (mut cold_segments, mut cold_stored_bytes, mut cold_live_bytes) = (0u64, 0u64, 0u64);
+        for slot in live {
+            cold_segments += 1;
+            cold_stored_bytes += slot.stored_bytes;
+            cold_live_bytes += slot.live_bytes.load(Ordering::Relaxed).max(0) as u64;
+        }
+        TierStats {
+            migrations: self.counters.migrations.load(Ordering::Relaxed),
+            migration_failures: self.counters.migration_failures.load(Ordering::Relaxed),
+            bytes_migrated: self.counters.bytes_migrated.load(Ordering::Relaxed),
+            bytes_dropped_dead: self.counters.bytes_dropped_dead.load(Ordering::Relaxed),
+            cold_reads: self.counters.cold_reads.load(Ordering::Relaxed),
+            cold_segments,
+            cold_stored_bytes,
+            cold_live_bytes,
+        }
     }
 
     // ----- statistics ----------------------------------------------------------------
@@ -952,13 +1348,13 @@ impl<P: Pmem> Log<P> {
 }
 
 /// Iterator over a stream's records (see [`Log::iter`]).
-pub struct StreamIter<'a, P: Pmem> {
-    log: &'a Log<P>,
+pub struct StreamIter<'a, P: Pmem, C: ColdTier> {
+    log: &'a Log<P, C>,
     id: StreamId,
     next_seq: u64,
 }
 
-impl<'a, P: Pmem> Iterator for StreamIter<'a, P> {
+impl<'a, P: Pmem, C: ColdTier> Iterator for StreamIter<'a, P, C> {
     type Item = Result<Record<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {

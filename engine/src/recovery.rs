@@ -9,8 +9,14 @@
 //! | Scrubbing   | zero it again (idempotent), mark Free                             |
 //! | Open        | scan to the first invalid position; scrub the torn tail; reusable |
 //! | Sealed      | scan exactly to `sealed_len_bytes`; anything invalid is corruption |
-//! | Migrating   | as Sealed: the persistent-memory copy is still authoritative      |
-//! | Cold        | not supported without the tiering crate: typed error              |
+//! | Migrating   | as Sealed (entry rewritten): persistent memory is authoritative    |
+//! | Cold + file | the cold file is authoritative: index it, scrub this copy          |
+//! | Cold, no file | the copy here is whole (scrubbing starts later): back to Sealed |
+//!
+//! Cold files (the cold tier's inventory) whose generation backs an Open, Sealed or
+//! Migrating entry are leftovers of an interrupted migration and are discarded. Files whose
+//! segment was freed are the only copy of their records and are indexed. A damaged file
+//! with no persistent-memory copy is reported as corruption, never silently dropped.
 //!
 //! Then per stream: records of a live slot with the slot's incarnation and `seq >=
 //! first_seq` are sorted by seq; the dense run from `first_seq` is the stream. A record past
@@ -20,18 +26,20 @@
 //! Every repair (voiding, tail scrub, scrub redo) is idempotent, so a crash during recovery
 //! is recovered by running recovery again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use pmem_emul::Pmem;
 
+use crate::cold::{ColdSegment, ColdTier};
 use crate::error::{EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, RECORD_HEADER_BYTES};
 use crate::format::segment::{SegmentEntry, SegmentState, SEGMENT_ENTRY_BYTES};
 use crate::format::stream_slot::{self, SlotState, STREAM_SLOT_BYTES};
 use crate::format::superblock::{Superblock, SuperblockError, SUPERBLOCK_USED_BYTES};
 use crate::layout::Layout;
-use crate::log::{EntryState, Log, OpenOptions, OpenSegment, SlotInfo};
+use crate::log::{ColdSlot, EntryState, Log, OpenOptions, OpenSegment, SlotInfo};
 use crate::scan::{self, ScannedRecord};
 use crate::stream::{Index, IndexEntry, Loc, Stream};
 use crate::StreamId;
@@ -50,6 +58,12 @@ pub struct RecoveryReport {
     pub orphans_voided: u64,
     /// Segments zeroed and freed (interrupted scrubs, and segments with nothing live).
     pub segments_scrubbed: u64,
+    /// Cold segments whose records were indexed.
+    pub cold_segments: u64,
+    /// Cold files of interrupted migrations, removed (persistent memory was authoritative).
+    pub cold_files_discarded: u64,
+    /// Cold files holding nothing live any more, deleted.
+    pub cold_files_deleted: u64,
     pub duration: Duration,
 }
 
@@ -94,12 +108,18 @@ pub(crate) fn read_slot<P: Pmem>(
         .map_err(|e| EngineError::corruption(Location::StreamSlot { slot }, format!("{e:?}")))
 }
 
-impl<P: Pmem> Log<P> {
-    /// Opens a formatted pool, recovering from whatever crash left it.
-    pub fn open(pmem: P, options: OpenOptions) -> Result<(Log<P>, RecoveryReport)> {
+impl<P: Pmem, C: ColdTier> Log<P, C> {
+    /// Opens a formatted pool whose cold segments live in `cold`, recovering from whatever
+    /// crash left pool and cold tier (see the decision tables in this module and in `cold`).
+    pub fn open_with_cold(
+        pmem: P,
+        cold: C,
+        options: OpenOptions,
+    ) -> Result<(Log<P, C>, RecoveryReport)> {
         let started = Instant::now();
         let layout = read_layout(&pmem)?;
-        let log = Log::assemble(pmem, layout, options);
+        let inventory = cold.inventory()?;
+        let log = Log::assemble(pmem, cold, layout, options);
         let mut report = RecoveryReport::default();
 
         // Streams.
@@ -118,32 +138,63 @@ impl<P: Pmem> Log<P> {
                 );
             }
         }
+        let mut cold_files: HashMap<u64, ColdSegment> = inventory
+            .segments
+            .into_iter()
+            .map(|file| (file.segment_gen, file))
+            .collect();
+        let damaged: HashSet<u64> = inventory.damaged.into_iter().collect();
 
         // Segments, by the decision table; records go straight to their stream.
         let mut per_stream: HashMap<u64, Vec<(u64, IndexEntry)>> = HashMap::new();
         let mut scanned: Vec<ScannedRecord> = Vec::new();
         let mut free = Vec::new();
         let mut partial = Vec::new();
+        let mut scrub_now = Vec::new();
         let mut max_gen = 0u64;
         for segment in 0..layout.segment_count as u32 {
-            let (entry, slot) = read_entry(&log.pmem, &layout, segment)?;
+            let (mut entry, slot) = read_entry(&log.pmem, &layout, segment)?;
             max_gen = max_gen.max(entry.segment_gen);
             let meta = &log.segments[segment as usize];
-            meta.segment_gen
-                .store(entry.segment_gen, std::sync::atomic::Ordering::Relaxed);
+            meta.segment_gen.store(entry.segment_gen, Ordering::Relaxed);
             *meta.entry.lock() = EntryState {
                 entry,
                 slot,
                 released: false,
             };
-            let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
+            let gen = entry.segment_gen;
+            let backs_pmem = matches!(
+                entry.state,
+                SegmentState::Open | SegmentState::Sealed | SegmentState::Migrating
+            );
+            if backs_pmem && (cold_files.remove(&gen).is_some() || damaged.contains(&gen)) {
+                // An interrupted migration: the persistent-memory copy is authoritative.
+                log.cold.discard(gen)?;
+                report.cold_files_discarded += 1;
+            }
+            if entry.state == SegmentState::Cold {
+                if let Some(file) = cold_files.remove(&gen) {
+                    // The cold copy is authoritative; finish freeing this one.
+                    log.index_cold_file(file, &live_slots, &mut per_stream, &mut report)?;
+                    scrub_now.push(segment);
+                    continue;
+                }
+                // The file is missing or damaged, but `Cold` is persisted before scrubbing
+                // starts, so this copy is whole: it is authoritative again.
+                if damaged.contains(&gen) {
+                    log.cold.discard(gen)?;
+                    report.cold_files_discarded += 1;
+                }
+                entry = log.set_state(segment, SegmentState::Sealed);
+            }
+            if entry.state == SegmentState::Migrating {
+                entry = log.set_state(segment, SegmentState::Sealed);
+            }
+            let key = CrcKey::new(layout.pool_nonce, gen);
             scanned.clear();
             match entry.state {
                 SegmentState::Free => free.push(segment),
-                SegmentState::Scrubbing => {
-                    log.scrub_in_recovery(segment, &mut free);
-                    report.segments_scrubbed += 1;
-                }
+                SegmentState::Scrubbing => scrub_now.push(segment),
                 SegmentState::Open => {
                     let tail = scan::scan_open(&log.pmem, &layout, segment, &entry, &mut scanned)?;
                     let base = layout.segment_offset(segment) + tail.tail_bytes as usize;
@@ -162,24 +213,13 @@ impl<P: Pmem> Log<P> {
                     report.segments_scanned += 1;
                     report.bytes_scanned += tail.tail_bytes;
                 }
-                SegmentState::Sealed | SegmentState::Migrating => {
+                SegmentState::Sealed => {
                     scan::scan_sealed(&log.pmem, &layout, segment, &entry, false, &mut scanned)?;
-                    if entry.state == SegmentState::Migrating {
-                        let mut state = meta.entry.lock();
-                        let sealed = SegmentEntry {
-                            state: SegmentState::Sealed,
-                            cold_id: 0,
-                            ..entry
-                        };
-                        log.store_entry(segment, &mut state, sealed);
-                    }
                     report.segments_scanned += 1;
                     report.bytes_scanned += entry.sealed_len_bytes;
                 }
-                SegmentState::Cold => {
-                    return Err(EngineError::InvalidConfig(format!(
-                        "segment {segment} is cold (on SSD); open this pool through the tiering crate"
-                    )));
+                SegmentState::Migrating | SegmentState::Cold => {
+                    unreachable!("resolved to Sealed above")
                 }
             }
             for record in &scanned {
@@ -204,17 +244,30 @@ impl<P: Pmem> Log<P> {
                     .push((header.seq, entry));
             }
         }
+        // Files whose segment was freed (and maybe reused): the only copy of their records.
+        let mut orphan_gens: Vec<u64> = cold_files.keys().copied().collect();
+        orphan_gens.sort_unstable();
+        for gen in orphan_gens {
+            if let Some(file) = cold_files.remove(&gen) {
+                log.index_cold_file(file, &live_slots, &mut per_stream, &mut report)?;
+            }
+        }
+        let backed: HashSet<u64> = log
+            .segments
+            .iter()
+            .map(|meta| meta.entry.lock().entry)
+            .filter(|e| e.state != SegmentState::Free && e.state != SegmentState::Scrubbing)
+            .map(|e| e.segment_gen)
+            .collect();
+        if let Some(&gen) = damaged.iter().find(|gen| !backed.contains(gen)) {
+            return Err(EngineError::corruption(
+                Location::ColdSegment { segment_gen: gen },
+                "damaged cold segment with no persistent-memory copy",
+            ));
+        }
 
         // Streams from records.
         let mut orphans: Vec<(u32, CrcKey, u32)> = Vec::new();
-        let key_of = |segment: u32| {
-            CrcKey::new(
-                layout.pool_nonce,
-                log.segments[segment as usize]
-                    .segment_gen
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            )
-        };
         let mut streams_built = Vec::with_capacity(live_slots.len());
         for (stream_id, (slot, decoded)) in &live_slots {
             let mut records = per_stream.remove(stream_id).unwrap_or_default();
@@ -228,27 +281,32 @@ impl<P: Pmem> Log<P> {
                 if seq == expected {
                     index.entries.push_back(entry);
                     expected += 1;
-                } else if seq < expected {
-                    return Err(EngineError::corruption(
-                        Location::Record {
-                            segment: entry.loc.segment(),
-                            offset_bytes: entry.loc.offset_bytes().into(),
-                        },
-                        format!("stream {} has seq {seq} twice", StreamId(*stream_id)),
-                    ));
-                } else {
-                    let segment = entry.loc.segment();
-                    orphans.push((segment, key_of(segment), entry.loc.offset_bytes()));
+                    continue;
                 }
+                let location = log.location_of(entry.loc);
+                if seq < expected || entry.loc.is_cold() {
+                    // Duplicates cannot happen, and cold records were all acknowledged
+                    // (only durable prefixes migrate): either is damage.
+                    return Err(EngineError::corruption(
+                        location,
+                        format!(
+                            "stream {} seq {seq} is duplicated or follows a gap",
+                            StreamId(*stream_id)
+                        ),
+                    ));
+                }
+                let segment = entry.loc.segment();
+                let gen = log.segments[segment as usize]
+                    .segment_gen
+                    .load(Ordering::Relaxed);
+                orphans.push((
+                    segment,
+                    CrcKey::new(layout.pool_nonce, gen),
+                    entry.loc.offset_bytes(),
+                ));
             }
             for entry in &index.entries {
-                let meta = &log.segments[entry.loc.segment() as usize];
-                meta.live_records
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                meta.live_bytes.fetch_add(
-                    i64::from(entry.size_bytes),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                log.count_recovered(*entry);
                 report.live_bytes += u64::from(entry.size_bytes);
             }
             report.live_records += index.entries.len() as u64;
@@ -284,22 +342,124 @@ impl<P: Pmem> Log<P> {
             space.next_gen = max_gen + 1;
             space.partial = partial;
         }
-        // Sealed segments with nothing live: nobody can be reading yet, scrub at once.
+        // Cold files with nothing live are deleted; sealed segments with nothing live and
+        // the persistent-memory copies of cold segments are scrubbed (nobody reads yet).
+        for slot in log.cold_table.read().iter() {
+            if slot.live_records.load(Ordering::Relaxed) == 0 {
+                log.cold.delete(slot.segment_gen)?;
+                slot.deleted.store(true, Ordering::Relaxed);
+                report.cold_files_deleted += 1;
+            }
+        }
         for segment in 0..layout.segment_count as u32 {
             let meta = &log.segments[segment as usize];
-            let dead = {
-                let state = meta.entry.lock();
-                state.entry.state == SegmentState::Sealed
-                    && meta.live_records.load(std::sync::atomic::Ordering::Relaxed) == 0
-            };
+            let dead = meta.entry.lock().entry.state == SegmentState::Sealed
+                && meta.live_records.load(Ordering::Relaxed) == 0;
             if dead {
-                log.scrub_in_recovery(segment, &mut free);
-                report.segments_scrubbed += 1;
+                scrub_now.push(segment);
             }
+        }
+        for segment in scrub_now {
+            log.scrub_in_recovery(segment, &mut free);
+            report.segments_scrubbed += 1;
         }
         log.space.lock().free = free;
         report.duration = started.elapsed();
         Ok((log, report))
+    }
+
+    /// Rewrites the segment table entry with a new state, keeping the rest.
+    fn set_state(&self, segment: u32, state: SegmentState) -> SegmentEntry {
+        let mut current = self.segments[segment as usize].entry.lock();
+        let cold_id = if state == SegmentState::Sealed {
+            0
+        } else {
+            current.entry.cold_id
+        };
+        let next = SegmentEntry {
+            state,
+            cold_id,
+            ..current.entry
+        };
+        self.store_entry(segment, &mut current, next);
+        current.entry
+    }
+
+    fn location_of(&self, loc: Loc) -> Location {
+        if loc.is_cold() {
+            let segment_gen = self.cold_table.read()[loc.cold_slot() as usize].segment_gen;
+            Location::ColdSegment { segment_gen }
+        } else {
+            Location::Record {
+                segment: loc.segment(),
+                offset_bytes: loc.offset_bytes().into(),
+            }
+        }
+    }
+
+    fn count_recovered(&self, entry: IndexEntry) {
+        let size = i64::from(entry.size_bytes);
+        if entry.loc.is_cold() {
+            let slot =
+                std::sync::Arc::clone(&self.cold_table.read()[entry.loc.cold_slot() as usize]);
+            slot.live_records.fetch_add(1, Ordering::Relaxed);
+            slot.live_bytes.fetch_add(size, Ordering::Relaxed);
+        } else {
+            let meta = &self.segments[entry.loc.segment() as usize];
+            meta.live_records.fetch_add(1, Ordering::Relaxed);
+            meta.live_bytes.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a cold file's records to the streams they belong to.
+    fn index_cold_file(
+        &self,
+        file: ColdSegment,
+        live_slots: &HashMap<u64, (u32, stream_slot::StreamSlot)>,
+        per_stream: &mut HashMap<u64, Vec<(u64, IndexEntry)>>,
+        report: &mut RecoveryReport,
+    ) -> Result<()> {
+        let cold_loc = {
+            let mut table = self.cold_table.write();
+            table.push(std::sync::Arc::new(ColdSlot {
+                segment_gen: file.segment_gen,
+                live_records: AtomicI64::new(0),
+                live_bytes: AtomicI64::new(0),
+                stored_bytes: file.stored_bytes,
+                deleted: AtomicBool::new(false),
+            }));
+            Loc::cold((table.len() - 1) as u32)
+        };
+        report.cold_segments += 1;
+        for record in &file.records {
+            if record.payload_len as u64 > self.layout.max_payload_bytes {
+                return Err(EngineError::corruption(
+                    Location::ColdSegment {
+                        segment_gen: file.segment_gen,
+                    },
+                    format!(
+                        "record of {} bytes is larger than any record",
+                        record.payload_len
+                    ),
+                ));
+            }
+            let Some((_, slot)) = live_slots.get(&record.stream_id) else {
+                continue;
+            };
+            if record.seq < slot.first_seq {
+                continue;
+            }
+            let size_bytes = record::record_size_bytes(record.payload_len as usize) as u32;
+            let entry = IndexEntry {
+                loc: cold_loc,
+                size_bytes,
+            };
+            per_stream
+                .entry(record.stream_id)
+                .or_default()
+                .push((record.seq, entry));
+        }
+        Ok(())
     }
 
     fn scrub_in_recovery(&self, segment: u32, free: &mut Vec<u32>) {

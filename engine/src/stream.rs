@@ -9,21 +9,42 @@ use crate::error::{EngineError, Result};
 use crate::format::stream_slot::SEQ_LIMIT;
 use crate::StreamId;
 
-/// Where a record lives: segment index (high 32 bits) and byte offset in it (low 32 bits).
+/// Where a record lives. Hot: segment index (bits 32..63) and byte offset in it (low 32
+/// bits). Cold (top bit set): slot of its cold segment in the log's cold table (bits 32..62).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc(u64);
 
+const COLD_BIT: u64 = 1 << 63;
+
 impl Loc {
     pub fn new(segment: u32, offset_bytes: u32) -> Loc {
+        debug_assert!(u64::from(segment) < COLD_BIT >> 32);
         Loc((u64::from(segment) << 32) | u64::from(offset_bytes))
     }
 
+    pub fn cold(cold_slot: u32) -> Loc {
+        debug_assert!(u64::from(cold_slot) < COLD_BIT >> 32);
+        Loc(COLD_BIT | (u64::from(cold_slot) << 32))
+    }
+
+    pub fn is_cold(self) -> bool {
+        self.0 & COLD_BIT != 0
+    }
+
+    /// Segment index of a hot location.
     pub fn segment(self) -> u32 {
+        debug_assert!(!self.is_cold());
         (self.0 >> 32) as u32
     }
 
     pub fn offset_bytes(self) -> u32 {
         self.0 as u32
+    }
+
+    /// Cold table slot of a cold location.
+    pub fn cold_slot(self) -> u32 {
+        debug_assert!(self.is_cold());
+        ((self.0 & !COLD_BIT) >> 32) as u32
     }
 }
 
@@ -146,6 +167,22 @@ impl Stream {
         let mut state = self.state.lock();
         state.deleted = true;
         std::mem::take(&mut state.index)
+    }
+
+    /// Points `seq` at its cold copy if it still lives at `hot`. Returns whether it did.
+    pub fn move_to_cold(&self, seq: u64, hot: Loc, cold: Loc) -> bool {
+        let mut state = self.state.lock();
+        let first_seq = state.index.first_seq;
+        let Some(position) = seq.checked_sub(first_seq) else {
+            return false;
+        };
+        match state.index.entries.get_mut(position as usize) {
+            Some(entry) if entry.loc == hot => {
+                entry.loc = cold;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops index entries below `first_seq` after `persist` made the trim durable; appends

@@ -93,7 +93,10 @@ pub fn check_image(image: &[u8], model: &Model, lane_count: usize) -> Result<(),
 }
 
 /// Checks an open log against the model (acknowledged state plus in-flight operations).
-pub fn check_log<P: pmem_emul::Pmem>(log: &Log<P>, model: &Model) -> Result<(), String> {
+pub fn check_log<P: pmem_emul::Pmem, C: pstream_engine::ColdTier>(
+    log: &Log<P, C>,
+    model: &Model,
+) -> Result<(), String> {
     let listed: BTreeMap<StreamId, Vec<u8>> = log
         .list_streams()
         .into_iter()

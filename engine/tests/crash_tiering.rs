@@ -1,0 +1,348 @@
+//! Tiering through the engine: migrations of sealed segments to a cold tier, cold reads,
+//! trims and deletes of migrated data, fault countdowns on the cold writes, and crash images
+//! at every fence of the migration path recovered against the oracle together with the cold
+//! tier's durable state at that instant.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Budget, Model, Pending, StreamModel};
+use parking_lot::Mutex;
+use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
+use pstream_engine::cold::{ColdInventory, ColdRecord, ColdSegment, ColdSource, ColdWritten};
+use pstream_engine::{ColdError, ColdErrorKind, ColdTier, Log, SegmentState, StreamId};
+
+type Files = BTreeMap<u64, Vec<(u64, u64, Vec<u8>)>>;
+
+/// An in-memory cold tier: a segment's file exists (durably) once `write_segment` returned.
+/// Writes fail on demand: `fail_writes` counts down; at 1 the write fails.
+#[derive(Clone, Default)]
+struct MemCold {
+    files: Arc<Mutex<Files>>,
+    fail_countdown: Arc<Mutex<Option<u64>>>,
+    persistent_failure: Arc<Mutex<bool>>,
+}
+
+impl MemCold {
+    fn from_files(files: Files) -> MemCold {
+        MemCold {
+            files: Arc::new(Mutex::new(files)),
+            ..MemCold::default()
+        }
+    }
+}
+
+impl ColdTier for MemCold {
+    fn inventory(&self) -> Result<ColdInventory, ColdError> {
+        let files = self.files.lock();
+        let segments = files
+            .iter()
+            .map(|(gen, records)| ColdSegment {
+                segment_gen: *gen,
+                records: records
+                    .iter()
+                    .map(|(s, q, p)| ColdRecord {
+                        stream_id: *s,
+                        seq: *q,
+                        payload_len: p.len() as u32,
+                    })
+                    .collect(),
+                stored_bytes: records.iter().map(|r| r.2.len() as u64).sum(),
+            })
+            .collect();
+        Ok(ColdInventory {
+            segments,
+            damaged: Vec::new(),
+        })
+    }
+
+    fn write_segment(
+        &self,
+        source: ColdSource,
+        records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+    ) -> Result<ColdWritten, ColdError> {
+        let mut countdown = self.fail_countdown.lock();
+        if let Some(k) = countdown.as_mut() {
+            if *k <= 1 {
+                if !*self.persistent_failure.lock() {
+                    *countdown = None;
+                }
+                return Err(ColdError {
+                    kind: ColdErrorKind::SyncFailed,
+                    message: "injected fsync failure".into(),
+                });
+            }
+            *k -= 1;
+        }
+        let copied: Vec<(u64, u64, Vec<u8>)> =
+            records.map(|(s, q, p)| (s, q, p.to_vec())).collect();
+        let payload_bytes = copied.iter().map(|r| r.2.len() as u64).sum();
+        let count = copied.len() as u64;
+        self.files.lock().insert(source.segment_gen, copied);
+        Ok(ColdWritten {
+            records: count,
+            payload_bytes,
+            stored_bytes: payload_bytes,
+        })
+    }
+
+    fn read(&self, segment_gen: u64, stream_id: u64, seq: u64) -> Result<Vec<u8>, ColdError> {
+        let files = self.files.lock();
+        files
+            .get(&segment_gen)
+            .and_then(|records| records.iter().find(|r| r.0 == stream_id && r.1 == seq))
+            .map(|r| r.2.clone())
+            .ok_or(ColdError {
+                kind: ColdErrorKind::NotFound,
+                message: format!("{segment_gen}/{stream_id}/{seq}"),
+            })
+    }
+
+    fn delete(&self, segment_gen: u64) -> Result<(), ColdError> {
+        self.files.lock().remove(&segment_gen);
+        Ok(())
+    }
+
+    fn discard(&self, segment_gen: u64) -> Result<(), ColdError> {
+        self.files.lock().remove(&segment_gen);
+        Ok(())
+    }
+}
+
+fn migrate_all<P: pmem_emul::Pmem>(log: &Log<P, MemCold>) -> (u64, u64) {
+    let (mut done, mut failed) = (0, 0);
+    for info in log.segment_infos() {
+        if info.state == SegmentState::Sealed && !info.scrub_pending {
+            match log.migrate_segment(info.index) {
+                Ok(_) => done += 1,
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    log.reclaim();
+    (done, failed)
+}
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
+}
+
+#[test]
+fn migrated_records_read_back_identically_and_survive_reopen() {
+    let cold = MemCold::default();
+    let log = Log::create_with_cold(
+        SimPmem::new(512 * 1024),
+        cold.clone(),
+        common::small_config(),
+        common::options(2),
+    )
+    .unwrap();
+    let a = log.create_stream(b"a").unwrap();
+    let b = log.create_stream(b"b").unwrap();
+    for i in 0..200u64 {
+        log.append(a, &payload(i, 300)).unwrap();
+        log.append(b, &payload(i + 1000, 40)).unwrap();
+    }
+    let (done, failed) = migrate_all(&log);
+    assert!(done >= 3, "{done} migrations");
+    assert_eq!(failed, 0);
+    let stats = log.tier_stats();
+    assert!(stats.cold_segments >= 3 && stats.bytes_migrated > 0);
+    for i in 0..200u64 {
+        assert_eq!(log.read(a, i).unwrap().payload(), &payload(i, 300)[..]);
+        assert_eq!(
+            log.read(b, i).unwrap().payload(),
+            &payload(i + 1000, 40)[..]
+        );
+    }
+    assert!(log.read(a, 0).unwrap().is_cold());
+    assert!(log.tier_stats().cold_reads > 0);
+    // Trim away the cold part of `a`, delete `b`: dead cold files are deleted.
+    log.trim(a, 150).unwrap();
+    log.delete_stream(b).unwrap();
+    let (pmem, cold) = log.close_with_cold();
+    let (log, report) = Log::open_with_cold(pmem, cold.clone(), common::options(2)).unwrap();
+    assert_eq!(log.bounds(a).unwrap(), (150, 200));
+    for i in 150..200u64 {
+        assert_eq!(log.read(a, i).unwrap().payload(), &payload(i, 300)[..]);
+    }
+    assert!(report.cold_segments > 0 || cold.files.lock().is_empty());
+    let live_gens: Vec<u64> = cold.files.lock().keys().copied().collect();
+    assert!(live_gens.len() <= 2, "dead cold files kept: {live_gens:?}");
+}
+
+#[test]
+fn failed_cold_writes_keep_the_segment_countdown() {
+    for persistent in [false, true] {
+        for k in 1..=4u64 {
+            let cold = MemCold::default();
+            *cold.fail_countdown.lock() = Some(k);
+            *cold.persistent_failure.lock() = persistent;
+            let log = Log::create_with_cold(
+                SimPmem::new(512 * 1024),
+                cold.clone(),
+                common::small_config(),
+                common::options(1),
+            )
+            .unwrap();
+            let s = log.create_stream(b"s").unwrap();
+            for i in 0..150u64 {
+                log.append(s, &payload(i, 500)).unwrap();
+            }
+            let mut rounds = 0;
+            loop {
+                let (_, failed) = migrate_all(&log);
+                rounds += 1;
+                // Whatever failed, every record is readable from wherever it is.
+                for i in 0..150u64 {
+                    assert_eq!(
+                        log.read(s, i).unwrap().payload(),
+                        &payload(i, 500)[..],
+                        "k={k}"
+                    );
+                }
+                if failed == 0 || rounds > 6 {
+                    break;
+                }
+            }
+            let failures = log.tier_stats().migration_failures;
+            assert!(failures >= 1, "k={k}: no failure injected");
+            if !persistent {
+                assert!(log.tier_stats().cold_segments > 0, "k={k}: never completed");
+            }
+            let (pmem, cold) = log.close_with_cold();
+            let (log, _) = Log::open_with_cold(pmem, cold, common::options(1)).unwrap();
+            assert_eq!(log.bounds(s).unwrap(), (0, 150));
+        }
+    }
+}
+
+#[test]
+fn crash_at_every_fence_of_migration_recovers_to_the_oracle() {
+    let cold = MemCold::default();
+    let log = Log::create_with_cold(
+        SimPmem::new(512 * 1024),
+        cold.clone(),
+        common::small_config(),
+        common::options(1),
+    )
+    .unwrap();
+    let model = Arc::new(Mutex::new(Model::default()));
+    let images = Arc::new(Mutex::new(0u64));
+    let fences_with_cold_files = Arc::new(Mutex::new(0u64));
+    let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let budget = Budget {
+        exhaustive_max: 256,
+        samples: 16,
+        seed: 5,
+        lane_count: 1,
+        recovery_crash_every: 0,
+    };
+    {
+        let (model, images, failures, files) = (
+            Arc::clone(&model),
+            Arc::clone(&images),
+            Arc::clone(&failures),
+            Arc::clone(&cold.files),
+        );
+        let with_cold = Arc::clone(&fences_with_cold_files);
+        log.pmem()
+            .set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
+                let model = model.lock().clone();
+                let durable_files = files.lock().clone();
+                if !durable_files.is_empty() {
+                    *with_cold.lock() += 1;
+                }
+                let fence = point.fence_index().unwrap_or(0);
+                point.for_each_image(
+                    budget.exhaustive_max,
+                    budget.samples,
+                    budget.seed ^ fence,
+                    |image| {
+                        *images.lock() += 1;
+                        let recovered = Log::open_with_cold(
+                            SimPmem::from_image(image.to_vec()),
+                            MemCold::from_files(durable_files.clone()),
+                            common::options(1),
+                        );
+                        let verdict = match recovered {
+                            Ok((log, _)) => common::check_log(&log, &model),
+                            Err(error) => Err(format!("recovery failed: {error}")),
+                        };
+                        match verdict {
+                            Ok(()) => std::ops::ControlFlow::Continue(()),
+                            Err(error) => {
+                                failures.lock().push(format!("fence {fence}: {error}"));
+                                std::ops::ControlFlow::Break(())
+                            }
+                        }
+                    },
+                );
+            })));
+    }
+    let mut rng = SplitMix64::new(77);
+    model.lock().pending = vec![Pending::Create {
+        label: b"t".to_vec(),
+    }];
+    let s: StreamId = log.create_stream(b"t").unwrap();
+    {
+        let mut m = model.lock();
+        m.pending.clear();
+        m.streams.insert(
+            s,
+            StreamModel {
+                label: b"t".to_vec(),
+                ..Default::default()
+            },
+        );
+    }
+    for round in 0..6u64 {
+        for i in 0..30u64 {
+            let bytes = payload(round * 100 + i, 200 + rng.below(600) as usize);
+            model.lock().pending = vec![Pending::Append {
+                records: vec![(s, bytes.clone())],
+            }];
+            log.append(s, &bytes).unwrap();
+            let mut m = model.lock();
+            m.pending.clear();
+            m.streams.get_mut(&s).unwrap().acked.push(bytes);
+        }
+        migrate_all(&log);
+        if round % 2 == 1 {
+            let (first, next) = log.bounds(s).unwrap();
+            let to = first + (next - first) / 3;
+            model.lock().pending = vec![Pending::Trim {
+                stream: s,
+                first_seq: to,
+            }];
+            log.trim(s, to).unwrap();
+            log.reclaim();
+            let mut m = model.lock();
+            m.pending.clear();
+            let entry = m.streams.get_mut(&s).unwrap();
+            let count = (to - entry.first_seq) as usize;
+            entry.acked.drain(..count);
+            entry.first_seq = to;
+        }
+    }
+    let failures = failures.lock();
+    assert!(
+        failures.is_empty(),
+        "{} violations, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(log.tier_stats().migrations >= 4);
+    println!(
+        "tiering crash images checked: {}, fences with cold files: {}",
+        images.lock(),
+        fences_with_cold_files.lock()
+    );
+    assert!(
+        *fences_with_cold_files.lock() >= 20,
+        "migrations were not crash-tested"
+    );
+    assert!(*images.lock() >= 500);
+}
