@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pstream_tiering::{
-    measure_raw_ssd, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression, SourceSegment,
-    UringConfig, UringIo,
+    measure_raw_ssd, ColdRecord, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression,
+    SourceSegment, UringConfig, UringIo,
 };
 
 type Record = (u64, u64, Vec<u8>);
@@ -129,44 +129,77 @@ fn migration(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
+    let crcs = |records: &[Record]| -> Vec<u32> {
+        records
+            .iter()
+            .map(|record| crc32fast::hash(&record.2))
+            .collect()
+    };
+    let (random_crcs, text_crcs) = (crcs(&random), crcs(&text));
+    let uring = UringConfig::default();
+    let pwrite = UringConfig {
+        force_std_fallback: true,
+        ..UringConfig::default()
+    };
+    let (none, zstd1, zstd3) = (
+        Compression::None,
+        Compression::Zstd { level: 1 },
+        Compression::Zstd { level: 3 },
+    );
     let cases = [
         (
             "uring/none/random",
-            Compression::None,
-            UringConfig::default(),
-            &random,
+            none,
+            &uring,
+            (&random, &random_crcs),
+            false,
+        ),
+        (
+            "uring/none/random/engine-crc",
+            none,
+            &uring,
+            (&random, &random_crcs),
+            true,
         ),
         (
             "uring/zstd1/text",
-            Compression::Zstd { level: 1 },
-            UringConfig::default(),
-            &text,
+            zstd1,
+            &uring,
+            (&text, &text_crcs),
+            false,
         ),
         (
             "uring/zstd3/text",
-            Compression::Zstd { level: 3 },
-            UringConfig::default(),
-            &text,
+            zstd3,
+            &uring,
+            (&text, &text_crcs),
+            false,
         ),
         (
             "pwrite/none/random",
-            Compression::None,
-            UringConfig {
-                force_std_fallback: true,
-                ..UringConfig::default()
-            },
-            &random,
+            none,
+            &pwrite,
+            (&random, &random_crcs),
+            false,
         ),
     ];
-    for (name, compression, uring, records) in cases {
-        let store = store(&dir, compression, uring);
+    for (name, compression, uring, (records, record_crcs), engine_crc) in cases {
+        let store = store(&dir, compression, uring.clone());
         group.throughput(Throughput::Bytes(payload_bytes(records)));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
                     let gen = NEXT_GEN.fetch_add(1, Ordering::Relaxed);
-                    let input = records.iter().map(|(s, q, p)| (*s, *q, p.as_slice()));
+                    let input = records.iter().zip(record_crcs).map(|((s, q, p), crc)| {
+                        let payload_crc = engine_crc.then_some(*crc);
+                        ColdRecord {
+                            stream_id: *s,
+                            seq: *q,
+                            payload: p,
+                            payload_crc,
+                        }
+                    });
                     let start = Instant::now();
                     black_box(store.write_segment(&source(gen), input).expect("migrate"));
                     elapsed += start.elapsed();

@@ -20,8 +20,9 @@
 //! // Migration of one sealed segment (any thread; several segments may run concurrently):
 //! let handle: ColdSegmentHandle = cold.write_segment(
 //!     &SourceSegment { segment_index, segment_gen, pool_nonce },
-//!     live_records,                       // impl IntoIterator<Item = (u64, u64, &[u8])>:
-//! )?;                                     // (stream_id, seq, payload without record header)
+//!     live_records,      // impl IntoIterator<Item = T>, T: Into<ColdRecord>: either
+//! )?;                    // (stream_id, seq, payload) or ColdRecord { stream_id, seq, payload,
+//!                        // payload_crc: Some(crc from the record header) } (saves a crc pass)
 //!
 //! // Reads, from any thread, never blocking appends:
 //! let payload: Vec<u8> = cold.read_record(segment_gen, stream_id, seq)?;
@@ -102,4 +103,4 @@ pub use io::{
 };
 pub use raw::{measure_raw_ssd, measure_raw_ssd_with, RawSsdBandwidth, RAW_PROBE_NAME};
 pub use store::{ColdStats, ColdStore, ColdStoreConfig, OpenReport, QuarantinedFile};
-pub use writer::{ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
+pub use writer::{ColdRecord, ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};

@@ -38,7 +38,7 @@ use crate::format::{
     FILE_HEADER_BYTES, TRAILER_BYTES,
 };
 use crate::io::{align_down_u64, align_up_u64, IoBuf, IoFile, SegmentIo, StreamShape};
-use crate::writer::{ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
+use crate::writer::{ColdRecord, ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColdStoreConfig {
@@ -309,17 +309,19 @@ impl<I: SegmentIo> ColdStore<I> {
         Ok((buf, (offset_bytes - start) as usize))
     }
 
-    /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`,
-    /// see [`ColdWriter::write`]) and starts serving it. On error nothing was committed that
-    /// the store or a later open would take as complete, except possibly a complete file
-    /// whose directory sync failed (an orphan the engine's recovery deletes).
-    pub fn write_segment<'r, R>(
+    /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`
+    /// tuples or [`ColdRecord`]s, see [`ColdWriter::write`]) and starts serving it. On error
+    /// nothing was committed that the store or a later open would take as complete, except
+    /// possibly a complete file whose directory sync failed (an orphan the engine's recovery
+    /// deletes).
+    pub fn write_segment<'r, R, T>(
         &self,
         source: &SourceSegment,
         records: R,
     ) -> Result<ColdSegmentHandle>
     where
-        R: IntoIterator<Item = (u64, u64, &'r [u8])>,
+        R: IntoIterator<Item = T>,
+        T: Into<ColdRecord<'r>>,
     {
         let segment_gen = source.segment_gen;
         let in_flight = self.files.read().contains_key(&segment_gen)
@@ -339,13 +341,14 @@ impl<I: SegmentIo> ColdStore<I> {
         result
     }
 
-    fn write_and_adopt<'r, R>(
+    fn write_and_adopt<'r, R, T>(
         &self,
         source: &SourceSegment,
         records: R,
     ) -> Result<ColdSegmentHandle>
     where
-        R: IntoIterator<Item = (u64, u64, &'r [u8])>,
+        R: IntoIterator<Item = T>,
+        T: Into<ColdRecord<'r>>,
     {
         let writer = ColdWriter::new(&self.io, self.config.writer.clone())?;
         let (handle, index) = writer.write(source, records)?;

@@ -93,6 +93,30 @@ pub struct SourceSegment {
     pub pool_nonce: u64,
 }
 
+/// One record to migrate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdRecord<'a> {
+    pub stream_id: u64,
+    pub seq: u64,
+    pub payload: &'a [u8],
+    /// crc32 of `payload` if the caller already has it (the engine's record header holds it).
+    /// It is then trusted, not recomputed: the payload stays covered end to end by the crc
+    /// it got at append time, and a wrong value makes later reads fail as `Corrupt`, never
+    /// return wrong bytes. `None`: computed here.
+    pub payload_crc: Option<u32>,
+}
+
+impl<'a> From<(u64, u64, &'a [u8])> for ColdRecord<'a> {
+    fn from((stream_id, seq, payload): (u64, u64, &'a [u8])) -> ColdRecord<'a> {
+        ColdRecord {
+            stream_id,
+            seq,
+            payload,
+            payload_crc: None,
+        }
+    }
+}
+
 /// A committed cold file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColdSegmentHandle {
@@ -117,22 +141,24 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
         Ok(ColdWriter { io, config })
     }
 
-    /// Writes and commits the cold file of `source`. `records` yields `(stream_id, seq,
-    /// payload)` for every live record of the segment, in any order, each (stream_id, seq)
-    /// once; payloads are stored without the engine's record header. On success the file is
-    /// durable under its final name and its index is returned.
-    pub fn write<'r, R>(
+    /// Writes and commits the cold file of `source`. `records` yields every live record of
+    /// the segment — `(stream_id, seq, payload)` tuples or [`ColdRecord`]s — in any order,
+    /// each (stream_id, seq) once; payloads are stored without the engine's record header.
+    /// On success the file is durable under its final name and its index is returned.
+    pub fn write<'r, R, T>(
         &self,
         source: &SourceSegment,
         records: R,
     ) -> Result<(ColdSegmentHandle, ColdFileIndex)>
     where
-        R: IntoIterator<Item = (u64, u64, &'r [u8])>,
+        R: IntoIterator<Item = T>,
+        T: Into<ColdRecord<'r>>,
     {
         let temp_name = temp_file_name(source.segment_gen);
         let final_name = cold_file_name(source.segment_gen);
         let file = self.io.create(&temp_name)?;
-        let mut encoder = Encoder::new(source, &self.config, &temp_name, records.into_iter());
+        let records = records.into_iter().map(Into::into);
+        let mut encoder = Encoder::new(source, &self.config, &temp_name, records);
         let streamed = self
             .io
             .write_stream_synced(&file, 0, self.config.shape(), |buf| encoder.fill(buf));
@@ -180,7 +206,7 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
     }
 
     /// Reads the whole file back and checks it decodes to what was written.
-    fn verify<R>(&self, file: &I::File, encoder: &Encoder<'_, R>) -> Result<()> {
+    fn verify<R: Iterator>(&self, file: &I::File, encoder: &Encoder<'_, R>) -> Result<()> {
         let name = file.name();
         let chunk_bytes = self.config.chunk_bytes as u64;
         let mut requests = Vec::new();
@@ -232,31 +258,34 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
 
 /// Turns records into the byte stream of a cold file, one chunk at a time.
 ///
-/// Without compression a payload is copied once into `pending` (behind a placeholder block
-/// header that is patched when the block closes) and once more into the I/O buffer; its crc
-/// is computed once and folded into the block crc with `crc32fast::Hasher::combine`. Only
-/// bytes of closed blocks (`pending[..committed]`) are handed out.
-struct Encoder<'c, R> {
-    records: R,
+/// Without compression a block that fits in the rest of the current chunk is built *in* the
+/// chunk's buffer: payloads are copied once, from the caller straight into the buffer handed
+/// to the kernel, behind a placeholder header patched when the block closes (blocks close
+/// where the chunk ends, so no open block outlives a `fill`). A block that does not fit, and
+/// every compressed block, is built aside and emitted into the buffer, its overflow kept in
+/// `carry` for the next chunk. A payload's crc is computed once (or taken from the caller)
+/// and folded into its block's crc with `crc32fast::Hasher::combine`.
+struct Encoder<'c, R: Iterator> {
+    records: std::iter::Peekable<R>,
     config: &'c ColdWriterConfig,
     header: FileHeader,
     file_name: &'c str,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     compressed: Vec<u8>,
-    /// Uncompressed bytes of the open block, only when compressing.
+    /// Uncompressed bytes of an open block built aside (not in the chunk buffer).
     block: Vec<u8>,
-    /// Index entries, payload bytes and running crc of the open block.
+    /// Position of the open block's placeholder header in the current chunk buffer.
+    direct_header_at: Option<usize>,
+    /// Index entries, payload bytes, running crc and file offset of the open block.
     block_records: Vec<RecordEntry>,
     block_len_bytes: usize,
     block_hasher: crc32fast::Hasher,
-    /// Where the open block's placeholder header sits in `pending`.
-    block_header_at: usize,
-    /// Encoded bytes not yet handed to a chunk: `pending[pending_pos..committed]` is final.
-    pending: Vec<u8>,
-    pending_pos: usize,
-    committed: usize,
-    /// File offset of `pending[0]`.
-    pending_base: u64,
+    block_offset: u64,
+    /// Encoded bytes waiting for the next chunk: `carry[carry_pos..]`.
+    carry: Vec<u8>,
+    carry_pos: usize,
+    /// File offset just past the last byte encoded (into a buffer or into `carry`).
+    stream_end: u64,
     /// Bytes handed out in chunks so far.
     emitted_bytes: u64,
     blocks: Vec<BlockEntry>,
@@ -267,9 +296,28 @@ struct Encoder<'c, R> {
     finished: bool,
 }
 
+/// Appends `bytes` to the stream: into `buf` up to `want` bytes while nothing is waiting in
+/// `carry`, the rest into `carry`.
+fn emit(
+    buf: &mut IoBuf,
+    want: usize,
+    carry: &mut Vec<u8>,
+    carry_pos: usize,
+    bytes: &[u8],
+) -> usize {
+    let fit = if carry_pos == carry.len() {
+        (want - buf.len()).min(bytes.len())
+    } else {
+        0
+    };
+    buf.extend_from_slice(&bytes[..fit]);
+    carry.extend_from_slice(&bytes[fit..]);
+    fit
+}
+
 impl<'c, 'r, R> Encoder<'c, R>
 where
-    R: Iterator<Item = (u64, u64, &'r [u8])>,
+    R: Iterator<Item = ColdRecord<'r>>,
 {
     fn new(
         source: &SourceSegment,
@@ -284,28 +332,23 @@ where
             block_size_bytes: config.block_size_bytes,
             compression: config.compression,
         };
-        let mut pending = Vec::with_capacity(config.chunk_bytes * 2);
-        pending.extend_from_slice(&encode_file_header(&header));
-        let block_capacity = match config.compression {
-            Compression::None => 0,
-            Compression::Zstd { .. } => config.block_size_bytes as usize,
-        };
+        let carry = encode_file_header(&header).to_vec();
         Encoder {
-            records,
+            records: records.peekable(),
             config,
             header,
             file_name,
             compressor: None,
             compressed: Vec::new(),
-            block: Vec::with_capacity(block_capacity),
+            block: Vec::new(),
+            direct_header_at: None,
             block_records: Vec::new(),
             block_len_bytes: 0,
             block_hasher: crc32fast::Hasher::new(),
-            block_header_at: 0,
-            committed: pending.len(),
-            pending,
-            pending_pos: 0,
-            pending_base: 0,
+            block_offset: 0,
+            stream_end: carry.len() as u64,
+            carry,
+            carry_pos: 0,
             emitted_bytes: 0,
             blocks: Vec::new(),
             entries: Vec::new(),
@@ -316,42 +359,35 @@ where
         }
     }
 
-    fn available(&self) -> usize {
-        self.committed - self.pending_pos
+    fn carry_is_empty(&self) -> bool {
+        self.carry_pos == self.carry.len()
     }
 
-    /// File offset of the end of the committed bytes.
-    fn committed_offset(&self) -> u64 {
-        self.pending_base + self.committed as u64
+    fn drain_carry(&mut self, buf: &mut IoBuf, want: usize) {
+        let take = (want - buf.len()).min(self.carry.len() - self.carry_pos);
+        buf.extend_from_slice(&self.carry[self.carry_pos..self.carry_pos + take]);
+        self.carry_pos += take;
+        if self.carry_is_empty() {
+            self.carry.clear();
+            self.carry_pos = 0;
+        }
     }
 
     /// Fills `buf` with the next chunk of the file.
     fn fill(&mut self, buf: &mut IoBuf) -> Result<Fill> {
         let want = buf.remaining_capacity().min(self.config.chunk_bytes);
         debug_assert!(buf.is_empty() && want % IO_ALIGN_BYTES == 0);
-        while self.available() < want && !self.finished {
-            self.step()?;
+        self.drain_carry(buf, want);
+        while buf.len() < want && !self.finished {
+            self.produce(buf, want)?;
         }
-        let take = want.min(self.available());
-        buf.extend_from_slice(&self.pending[self.pending_pos..self.pending_pos + take]);
-        self.pending_pos += take;
-        self.emitted_bytes += take as u64;
-        if self.pending_pos == self.pending.len() || self.pending_pos >= self.config.chunk_bytes {
-            // Compact; an open block's placeholder lies beyond `committed`, so it stays.
-            let consumed = self.pending_pos;
-            self.pending.drain(..consumed);
-            self.pending_pos = 0;
-            self.pending_base += consumed as u64;
-            self.committed -= consumed;
-            if !self.block_records.is_empty() {
-                self.block_header_at -= consumed;
-            }
-        }
-        debug_assert_eq!(
-            self.pending_base + self.pending_pos as u64,
-            self.emitted_bytes
+        self.drain_carry(buf, want);
+        debug_assert!(
+            self.direct_header_at.is_none(),
+            "a block open in a returned chunk"
         );
-        if self.finished && self.available() == 0 {
+        self.emitted_bytes += buf.len() as u64;
+        if self.finished && self.carry_is_empty() {
             // Every chunk but the last is full, and the file length is aligned.
             debug_assert_eq!(self.emitted_bytes, self.file_len_bytes);
             debug_assert_eq!(buf.len() % IO_ALIGN_BYTES, 0);
@@ -362,32 +398,74 @@ where
         }
     }
 
-    fn step(&mut self) -> Result<()> {
-        match self.records.next() {
-            Some((stream_id, seq, payload)) => self.add_record(stream_id, seq, payload),
-            None => self.finish(),
-        }
-    }
-
-    fn add_record(&mut self, stream_id: u64, seq: u64, payload: &[u8]) -> Result<()> {
-        let len_bytes = payload.len();
-        if len_bytes > MAX_RECORD_BYTES as usize {
+    /// One step: place the next record, close a block, or finish the file.
+    fn produce(&mut self, buf: &mut IoBuf, want: usize) -> Result<()> {
+        let Some(next_len) = self.records.peek().map(|record| record.payload.len()) else {
+            self.close_direct(buf);
+            self.close_aside(buf, want)?;
+            return self.finish(buf, want);
+        };
+        if next_len > MAX_RECORD_BYTES as usize {
             let max_bytes = u64::from(MAX_RECORD_BYTES);
             return Err(TieringError::RecordTooLarge {
-                len_bytes: len_bytes as u64,
+                len_bytes: next_len as u64,
                 max_bytes,
             });
         }
         let block_size = self.config.block_size_bytes as usize;
-        let open = !self.block_records.is_empty();
-        if open && self.block_len_bytes + len_bytes > block_size {
-            self.flush_block()?;
+        let space = want - buf.len();
+        let block_open = !self.block_records.is_empty() || self.direct_header_at.is_some();
+        if block_open {
+            let block_full = self.block_len_bytes + next_len > block_size;
+            if self.direct_header_at.is_some() {
+                if block_full || next_len > space {
+                    self.close_direct(buf);
+                    return Ok(());
+                }
+            } else if block_full {
+                return self.close_aside(buf, want);
+            }
+        } else {
+            self.block_hasher = crc32fast::Hasher::new();
+            self.block_len_bytes = 0;
+            let raw = self.config.compression == Compression::None;
+            if raw && BLOCK_HEADER_BYTES + next_len <= space {
+                debug_assert!(self.carry_is_empty());
+                self.direct_header_at = Some(buf.len());
+                self.block_offset = self.stream_end;
+                // Placeholder, patched by `close_direct` before the chunk is handed out.
+                buf.extend_from_slice(&[0u8; BLOCK_HEADER_BYTES]);
+                self.stream_end += BLOCK_HEADER_BYTES as u64;
+            }
         }
-        if self.block_records.is_empty() {
-            self.open_block();
+        let Some(record) = self.records.next() else {
+            return Ok(());
+        };
+        self.add_record(record, buf);
+        if self.block_len_bytes >= block_size {
+            self.close_direct(buf);
+            self.close_aside(buf, want)?;
         }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(payload);
+        Ok(())
+    }
+
+    fn add_record(&mut self, record: ColdRecord<'_>, buf: &mut IoBuf) {
+        let ColdRecord {
+            stream_id,
+            seq,
+            payload,
+            payload_crc,
+        } = record;
+        let len_bytes = payload.len();
+        let hasher = match payload_crc {
+            // The caller's crc stands for the bytes: no pass over them here.
+            Some(crc) => crc32fast::Hasher::new_with_initial_len(crc, len_bytes as u64),
+            None => {
+                let mut hasher = crc32fast::Hasher::new();
+                hasher.update(payload);
+                hasher
+            }
+        };
         self.block_hasher.combine(&hasher);
         self.block_records.push(RecordEntry {
             stream_id,
@@ -397,70 +475,85 @@ where
             len_bytes: len_bytes as u32,
             payload_crc: hasher.finalize(),
         });
-        match self.config.compression {
-            Compression::None => self.pending.extend_from_slice(payload),
-            Compression::Zstd { .. } => self.block.extend_from_slice(payload),
+        if self.direct_header_at.is_some() {
+            buf.extend_from_slice(payload);
+            self.stream_end += len_bytes as u64;
+        } else {
+            self.block.extend_from_slice(payload);
         }
         self.block_len_bytes += len_bytes;
         self.payload_bytes += len_bytes as u64;
-        if self.block_len_bytes >= block_size {
-            self.flush_block()?;
+    }
+
+    /// Closes a block built in the chunk buffer: patches its header.
+    fn close_direct(&mut self, buf: &mut IoBuf) {
+        let Some(at) = self.direct_header_at.take() else {
+            return;
+        };
+        let crc = self.block_hasher.clone().finalize();
+        let header = BlockHeader {
+            block_no: self.blocks.len() as u32,
+            uncompressed_len: self.block_len_bytes as u32,
+            stored_len: self.block_len_bytes as u32,
+            stored_crc: crc,
+            uncompressed_crc: crc,
+            codec: Codec::Raw,
+        };
+        let encoded = encode_block_header(&header, self.header.segment_gen);
+        buf.as_mut_slice()[at..at + BLOCK_HEADER_BYTES].copy_from_slice(&encoded);
+        debug_assert_eq!(buf.len(), at + BLOCK_HEADER_BYTES + self.block_len_bytes);
+        self.close_block(self.block_offset, header);
+    }
+
+    /// Closes a block built aside: compresses it if configured and worthwhile, and emits
+    /// header and stored bytes.
+    fn close_aside(&mut self, buf: &mut IoBuf, want: usize) -> Result<()> {
+        if self.block_records.is_empty() || self.direct_header_at.is_some() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn open_block(&mut self) {
-        debug_assert_eq!(self.committed, self.pending.len());
-        self.block_header_at = self.pending.len();
-        // Placeholder, patched by `flush_block` before any of it is handed out.
-        self.pending.extend_from_slice(&[0u8; BLOCK_HEADER_BYTES]);
-        self.block_hasher = crc32fast::Hasher::new();
-        self.block_len_bytes = 0;
-    }
-
-    fn flush_block(&mut self) -> Result<()> {
-        debug_assert!(!self.block_records.is_empty());
+        debug_assert_eq!(self.block.len(), self.block_len_bytes);
         let uncompressed_crc = self.block_hasher.clone().finalize();
-        let (codec, stored_len, stored_crc) = match self.config.compression {
-            Compression::None => (Codec::Raw, self.block_len_bytes, uncompressed_crc),
-            Compression::Zstd { .. } => {
-                debug_assert_eq!(self.block.len(), self.block_len_bytes);
-                let stored = if self.compress()? {
-                    &self.compressed
-                } else {
-                    &self.block
-                };
-                self.pending.extend_from_slice(stored);
-                if stored.len() < self.block.len() {
-                    (Codec::Zstd, stored.len(), crc32(&[stored]))
-                } else {
-                    (Codec::Raw, stored.len(), uncompressed_crc)
-                }
-            }
+        let compressed = self.compress()?;
+        let stored: &[u8] = if compressed {
+            &self.compressed
+        } else {
+            &self.block
         };
         let header = BlockHeader {
             block_no: self.blocks.len() as u32,
             uncompressed_len: self.block_len_bytes as u32,
-            stored_len: stored_len as u32,
-            stored_crc,
+            stored_len: stored.len() as u32,
+            stored_crc: if compressed {
+                crc32(&[stored])
+            } else {
+                uncompressed_crc
+            },
             uncompressed_crc,
-            codec,
+            codec: if compressed { Codec::Zstd } else { Codec::Raw },
         };
-        let at = self.block_header_at;
-        debug_assert!(at >= self.committed);
         let encoded = encode_block_header(&header, self.header.segment_gen);
-        self.pending[at..at + BLOCK_HEADER_BYTES].copy_from_slice(&encoded);
-        debug_assert_eq!(self.pending.len(), at + BLOCK_HEADER_BYTES + stored_len);
+        let block_offset = self.stream_end;
+        for bytes in [&encoded[..], stored] {
+            emit(buf, want, &mut self.carry, self.carry_pos, bytes);
+        }
+        self.stream_end += (BLOCK_HEADER_BYTES + stored.len()) as u64;
+        self.block.clear();
+        self.close_block(block_offset, header);
+        Ok(())
+    }
+
+    fn close_block(&mut self, offset_bytes: u64, header: BlockHeader) {
         self.blocks.push(BlockEntry {
-            offset_bytes: self.pending_base + at as u64,
+            offset_bytes,
             stored_len: header.stored_len,
             uncompressed_len: header.uncompressed_len,
         });
-        self.committed = self.pending.len();
+        debug_assert_eq!(
+            offset_bytes + BLOCK_HEADER_BYTES as u64 + u64::from(header.stored_len),
+            self.stream_end
+        );
         self.entries.append(&mut self.block_records);
-        self.block.clear();
         self.block_len_bytes = 0;
-        Ok(())
     }
 
     /// Compresses the open block into `self.compressed`; true when that made it smaller.
@@ -490,10 +583,9 @@ where
         Ok(self.compressed.len() < self.block.len())
     }
 
-    fn finish(&mut self) -> Result<()> {
-        if !self.block_records.is_empty() {
-            self.flush_block()?;
-        }
+    /// Emits footer, padding and trailer.
+    fn finish(&mut self, buf: &mut IoBuf, want: usize) -> Result<()> {
+        debug_assert!(self.block_records.is_empty() && self.direct_header_at.is_none());
         self.entries
             .sort_unstable_by_key(|entry| (entry.stream_id, entry.seq));
         let duplicate = self
@@ -507,25 +599,24 @@ where
                 seq: pair[0].seq,
             });
         }
-        self.footer_offset = self.committed_offset();
+        self.footer_offset = self.stream_end;
         let footer = Footer {
             segment_gen: self.header.segment_gen,
             payload_bytes: self.payload_bytes,
             blocks: std::mem::take(&mut self.blocks),
             records: std::mem::take(&mut self.entries),
         };
-        let footer_start = self.pending.len();
-        encode_footer(&footer, &mut self.pending);
-        let footer_len = (self.pending.len() - footer_start) as u64;
+        let mut tail = Vec::new();
+        encode_footer(&footer, &mut tail);
+        let footer_len = tail.len() as u64;
         debug_assert_eq!(
             Some(footer_len),
             footer_len_bytes(footer.blocks.len() as u64, footer.records.len() as u64)
         );
-        let footer_crc = crate::format::le_u32(&self.pending, self.pending.len() - 4);
+        let footer_crc = crate::format::le_u32(&tail, tail.len() - 4);
         let unpadded = self.footer_offset + footer_len + TRAILER_BYTES as u64;
         let file_len = unpadded.next_multiple_of(FILE_ALIGN_BYTES);
-        let padding = (file_len - unpadded) as usize;
-        self.pending.resize(self.pending.len() + padding, 0);
+        tail.resize(tail.len() + (file_len - unpadded) as usize, 0);
         let trailer = crate::format::Trailer {
             footer_crc,
             segment_gen: self.header.segment_gen,
@@ -534,19 +625,20 @@ where
             file_len_bytes: file_len,
             record_count: footer.records.len() as u64,
         };
-        self.pending.extend_from_slice(&encode_trailer(&trailer));
-        self.committed = self.pending.len();
+        tail.extend_from_slice(&encode_trailer(&trailer));
+        emit(buf, want, &mut self.carry, self.carry_pos, &tail);
+        self.stream_end += tail.len() as u64;
+        debug_assert_eq!(self.stream_end, file_len);
+        debug_assert_eq!(align_up(file_len as usize) as u64, file_len);
         self.file_len_bytes = file_len;
         self.blocks = footer.blocks;
         self.entries = footer.records;
         self.finished = true;
-        debug_assert_eq!(self.committed_offset(), file_len);
-        debug_assert_eq!(align_up(file_len as usize) as u64, file_len);
         Ok(())
     }
 }
 
-impl<R> Encoder<'_, R> {
+impl<R: Iterator> Encoder<'_, R> {
     fn index_view(&self) -> ColdFileIndex {
         ColdFileIndex {
             header: self.header,

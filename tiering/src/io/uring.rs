@@ -485,6 +485,14 @@ where
                     ));
                     break;
                 }
+                // Start the device on this chunk while the next one is being encoded.
+                if !last {
+                    if let Err(error) = driver.submit() {
+                        first_error =
+                            Some(UringIo::io_error(IoOp::Write, file.name(), offset, error));
+                        break;
+                    }
+                }
                 offset += len as u64;
             }
             if last {
