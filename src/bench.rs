@@ -5,9 +5,27 @@
 //! `append_batch` of `batch` records) whose latency is taken around the call, so the
 //! percentiles are acknowledgement latencies: the record is durable when they stop.
 //! Throughput counts records (a batch of 16 counts 16).
+//!
+//! With a baseline (`--baseline pmemlog|fdatasync|okaywal`, see [`peer`]) the same threads,
+//! payloads and batches drive a peer log on the same directory, interleaved with pstream in
+//! `slices` alternating slices (pstream, peer, pstream, peer, ...) of `seconds / slices`
+//! each, summed per side, so that drift (other work on the machine, frequency changes)
+//! falls on both sides alike. The other benchmarks live beside it: [`recovery`] (open time
+//! against the memory-bandwidth floor) and [`agent`] (fan-out and ephemeral round trips).
+
+pub mod agent;
+pub mod cli;
+mod file_log;
+#[cfg(feature = "okaywal")]
+mod okaywal_log;
+pub mod peer;
+#[cfg(feature = "pmdk")]
+pub mod pmdk;
+pub mod recovery;
+
+pub use peer::{Baseline, PeerError, PeerLog};
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pmem_emul::{Durability, MmapPool, Pmem, PoolOptions};
@@ -15,6 +33,7 @@ use pstream_engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
 use serde::Serialize;
 
 use crate::ceiling::{self, CeilingError};
+use peer::PeerConfig;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -24,11 +43,16 @@ pub struct AppendBenchConfig {
     pub threads: usize,
     pub batch: usize,
     pub streams: usize,
+    /// Seconds of appending per side (pstream, and the baseline if any).
     pub seconds: f64,
     pub pool_bytes: usize,
     pub segment_size_bytes: u64,
     /// Seconds per phase of the same-run ceiling measurement (0 = skip it).
     pub ceiling_seconds: f64,
+    /// The peer to run interleaved with pstream, if any.
+    pub baseline: Option<Baseline>,
+    /// Alternating slices per side when a baseline runs (A B A B ...).
+    pub slices: usize,
 }
 
 impl AppendBenchConfig {
@@ -43,9 +67,14 @@ impl AppendBenchConfig {
             pool_bytes: 1 << 30,
             segment_size_bytes: 4 << 20,
             ceiling_seconds: 0.5,
+            baseline: None,
+            slices: DEFAULT_SLICES,
         }
     }
 }
+
+/// Slices per side when a baseline runs.
+pub const DEFAULT_SLICES: usize = 4;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct LatencyNs {
@@ -78,9 +107,28 @@ pub struct AppendBenchReport {
     pub ceiling_ops_per_sec: f64,
     pub ceiling_method: &'static str,
     pub ratio_to_ceiling: f64,
+    /// The ceiling's two methods for this payload size (0 when not measured).
+    pub ceiling_copy_flush_fence_ops_per_sec: f64,
+    pub ceiling_nt_fence_ops_per_sec: f64,
     pub flush_instruction: &'static str,
     pub guarantee: &'static str,
     pub dax: bool,
+    /// Slices per side (1 without a baseline).
+    pub slices: usize,
+    /// The peer run interleaved with pstream; the `baseline_*` fields are null without one.
+    pub baseline: Option<Baseline>,
+    /// What the peer's acknowledgement means in this run.
+    pub baseline_mode: Option<String>,
+    pub baseline_ops: Option<u64>,
+    pub baseline_calls: Option<u64>,
+    pub baseline_seconds: Option<f64>,
+    pub baseline_ops_per_sec: Option<f64>,
+    pub baseline_mib_per_sec: Option<f64>,
+    pub baseline_latency_ns: Option<LatencyNs>,
+    /// Times the peer recycled its space (rewind, truncate, checkpoint).
+    pub baseline_recycles: Option<u64>,
+    /// pstream's records per second over the peer's.
+    pub ratio_to_baseline: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,11 +142,23 @@ pub enum BenchError {
     Engine(#[from] EngineError),
     #[error("ceiling: {0}")]
     Ceiling(#[from] CeilingError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     #[error("cannot remove benchmark pool {path}: {source}")]
     Remove {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("agent: {0}")]
+    Agent(#[source] Box<pstream_agent::AgentError>),
+    #[error("benchmark check failed: {0}")]
+    Check(String),
+    #[error("benchmark thread panicked")]
+    ThreadPanicked,
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot write the report: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 fn validate(config: &AppendBenchConfig) -> Result<(), BenchError> {
@@ -118,6 +178,9 @@ fn validate(config: &AppendBenchConfig) -> Result<(), BenchError> {
     if !(config.seconds.is_finite() && config.seconds > 0.0 && config.seconds <= 3600.0) {
         return bad(format!("seconds {} must be in (0, 3600]", config.seconds));
     }
+    if config.slices == 0 || config.slices > 1000 {
+        return bad(format!("slices {} must be 1..=1000", config.slices));
+    }
     if config.payload_bytes > pstream_engine::MAX_PAYLOAD_BYTES {
         return bad(format!(
             "payload {} exceeds {}",
@@ -134,6 +197,10 @@ pub fn run_append_bench(
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<AppendBenchReport, BenchError> {
     validate(config)?;
+    if let Some(baseline) = config.baseline {
+        // Fail before anything is measured if this build lacks the peer.
+        peer::check_available(baseline)?;
+    }
     let ceiling = if config.ceiling_seconds > 0.0 {
         Some(ceiling::measure_ceiling(
             &config.dir,
@@ -169,7 +236,14 @@ pub fn run_append_bench(
             lane_count: (config.threads * 2).max(4),
         },
     )?;
-    let mut report = measure(&log, config, progress)?;
+    let peer = match config.baseline {
+        Some(baseline) => Some(peer::open_peer(baseline, &peer_config(config))?),
+        None => None,
+    };
+    let mut report = interleave(&log, peer.as_deref(), config, progress)?;
+    if let Some(peer) = peer {
+        peer.remove()?;
+    }
     report.flush_instruction = flush_instruction;
     report.guarantee = guarantee;
     report.dax = dax;
@@ -177,10 +251,19 @@ pub fn run_append_bench(
         report.ceiling_ops_per_sec = ceiling.best_ops_per_sec;
         report.ceiling_method = ceiling.best_method;
         report.ratio_to_ceiling = report.ops_per_sec / ceiling.best_ops_per_sec;
+        report.ceiling_copy_flush_fence_ops_per_sec = ceiling.copy_flush_fence_ops_per_sec;
+        report.ceiling_nt_fence_ops_per_sec = ceiling.nt_fence_ops_per_sec;
     }
     drop(log);
     cleanup.remove()?;
     Ok(report)
+}
+
+fn peer_config(config: &AppendBenchConfig) -> PeerConfig {
+    PeerConfig {
+        dir: config.dir.clone(),
+        space_bytes: config.pool_bytes,
+    }
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -199,161 +282,452 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Runs the timed append phase on an open log (also used by criterion benches).
+/// Runs pstream (and the peer, if any) in alternating slices on an open log.
+fn interleave<P: Pmem>(
+    log: &Log<P>,
+    peer: Option<&dyn PeerLog>,
+    config: &AppendBenchConfig,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<AppendBenchReport, BenchError> {
+    let side = PstreamSide::new(log, config)?;
+    let slices = if peer.is_some() { config.slices } else { 1 };
+    let sides = if peer.is_some() { 2 } else { 1 };
+    let slice_budget = Duration::from_secs_f64(config.seconds / slices as f64);
+    let total_slices = (slices * sides) as f64;
+    let fences_before = log.stats().fences;
+    let mut ours = Totals::default();
+    let mut theirs = Totals::default();
+    for slice in 0..slices {
+        let done = (slice * sides) as f64;
+        let ours_progress = |f: f64| progress((done + f) / total_slices);
+        ours.add(side.run_slice(slice_budget, &ours_progress)?);
+        if let Some(peer) = peer {
+            let theirs_progress = |f: f64| progress((done + 1.0 + f) / total_slices);
+            theirs.add(run_peer_slice(
+                peer,
+                config,
+                slice_budget,
+                &theirs_progress,
+            )?);
+        }
+    }
+    progress(1.0);
+    let mut report = side.report(&mut ours, log.stats().fences - fences_before);
+    report.slices = slices;
+    if let Some(peer) = peer {
+        let (ops_per_sec, mib_per_sec) = theirs.rates(config.payload_bytes);
+        report.baseline = config.baseline;
+        report.baseline_mode = Some(peer.mode());
+        report.baseline_ops = Some(theirs.records);
+        report.baseline_calls = Some(theirs.calls);
+        report.baseline_seconds = Some(theirs.seconds);
+        report.baseline_ops_per_sec = Some(ops_per_sec);
+        report.baseline_mib_per_sec = Some(mib_per_sec);
+        report.baseline_latency_ns = Some(theirs.percentiles());
+        report.baseline_recycles = Some(peer.recycles());
+        report.ratio_to_baseline = Some(if ops_per_sec > 0.0 {
+            report.ops_per_sec / ops_per_sec
+        } else {
+            f64::INFINITY
+        });
+    }
+    Ok(report)
+}
+
+/// Runs the timed append phase on an open log (also used by criterion benches): creates
+/// `config.streams` streams and appends for `config.seconds` (no baseline, one slice).
 pub fn measure<P: Pmem>(
     log: &Log<P>,
     config: &AppendBenchConfig,
     progress: &(dyn Fn(f64) + Sync),
 ) -> Result<AppendBenchReport, BenchError> {
     validate(config)?;
-    let mut streams = Vec::with_capacity(config.streams);
-    for i in 0..config.streams {
-        streams.push(log.create_stream(format!("bench-{i}").as_bytes())?);
+    let config = AppendBenchConfig {
+        baseline: None,
+        ..config.clone()
+    };
+    interleave(log, None, &config, progress)
+}
+
+/// What one side did over its slices.
+#[derive(Debug, Default)]
+struct Totals {
+    records: u64,
+    calls: u64,
+    seconds: f64,
+    recycles: u64,
+    latencies_ns: Vec<u32>,
+}
+
+impl Totals {
+    fn add(&mut self, slice: Totals) {
+        self.records += slice.records;
+        self.calls += slice.calls;
+        self.seconds += slice.seconds;
+        self.recycles += slice.recycles;
+        self.latencies_ns.extend(slice.latencies_ns);
     }
-    let payload: Vec<u8> = (0..config.payload_bytes)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect();
-    let fences_before = log.stats().fences;
-    let recycles = AtomicU64::new(0);
-    let budget = Duration::from_secs_f64(config.seconds);
+
+    /// (records per second, payload MiB per second).
+    fn rates(&self, payload_bytes: usize) -> (f64, f64) {
+        if self.seconds <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let ops_per_sec = self.records as f64 / self.seconds;
+        (
+            ops_per_sec,
+            ops_per_sec * payload_bytes as f64 / (1024.0 * 1024.0),
+        )
+    }
+
+    fn percentiles(&mut self) -> LatencyNs {
+        self.latencies_ns.sort_unstable();
+        let latencies = &self.latencies_ns;
+        let pick = |q: f64| -> u64 {
+            if latencies.is_empty() {
+                return 0;
+            }
+            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            u64::from(latencies[index])
+        };
+        LatencyNs {
+            p50: pick(0.5),
+            p99: pick(0.99),
+            p999: pick(0.999),
+            max: pick(1.0),
+        }
+    }
+}
+
+/// pstream's side: the streams of every thread and the payload.
+struct PstreamSide<'a, P: Pmem> {
+    log: &'a Log<P>,
+    config: &'a AppendBenchConfig,
+    streams: Vec<StreamId>,
+    payload: Vec<u8>,
+}
+
+impl<'a, P: Pmem> PstreamSide<'a, P> {
+    fn new(log: &'a Log<P>, config: &'a AppendBenchConfig) -> Result<Self, BenchError> {
+        let mut streams = Vec::with_capacity(config.streams);
+        for i in 0..config.streams {
+            streams.push(log.create_stream(format!("bench-{i}").as_bytes())?);
+        }
+        Ok(PstreamSide {
+            log,
+            config,
+            streams,
+            payload: bench_payload(config.payload_bytes),
+        })
+    }
+
+    /// Thread `t` appends to every `threads`-th stream starting at `t`.
+    fn streams_of(&self, thread: usize) -> Vec<StreamId> {
+        self.streams
+            .iter()
+            .copied()
+            .skip(thread)
+            .step_by(self.config.threads)
+            .collect()
+    }
+
+    fn run_slice(&self, budget: Duration, progress: &(dyn Fn(f64) + Sync)) -> SliceResult {
+        run_threads(self.config.threads, budget, progress, |thread| {
+            let streams = self.streams_of(thread);
+            let batch_items: Vec<(StreamId, &[u8])> = (0..self.config.batch)
+                .map(|i| (streams[i % streams.len()], self.payload.as_slice()))
+                .collect();
+            let mut next_stream = 0usize;
+            move || {
+                let outcome = if batch_items.len() == 1 {
+                    next_stream = (next_stream + 1) % streams.len();
+                    self.log
+                        .append(streams[next_stream], &self.payload)
+                        .map(|_| 1)
+                } else {
+                    self.log
+                        .append_batch(&batch_items)
+                        .map(|seqs| seqs.len() as u64)
+                };
+                match outcome {
+                    Ok(records) => Ok(Some(records)),
+                    Err(EngineError::PoolFull { .. }) => {
+                        // Steady state: drop what this thread wrote and reuse the space.
+                        for &stream in &streams {
+                            let (_, next) = self.log.bounds(stream)?;
+                            self.log.trim(stream, next)?;
+                        }
+                        self.log.reclaim();
+                        Ok(None)
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+        })
+    }
+
+    fn report(&self, totals: &mut Totals, fences: u64) -> AppendBenchReport {
+        let config = self.config;
+        let (ops_per_sec, mib_per_sec) = totals.rates(config.payload_bytes);
+        AppendBenchReport {
+            payload_bytes: config.payload_bytes,
+            threads: config.threads,
+            batch: config.batch,
+            streams: config.streams,
+            ops: totals.records,
+            calls: totals.calls,
+            seconds: totals.seconds,
+            ops_per_sec,
+            mib_per_sec,
+            latency_ns: totals.percentiles(),
+            fences,
+            pool_recycles: totals.recycles,
+            ceiling_ops_per_sec: 0.0,
+            ceiling_method: "not measured",
+            ratio_to_ceiling: 0.0,
+            ceiling_copy_flush_fence_ops_per_sec: 0.0,
+            ceiling_nt_fence_ops_per_sec: 0.0,
+            flush_instruction: "n/a",
+            guarantee: "n/a",
+            dax: false,
+            slices: 1,
+            baseline: None,
+            baseline_mode: None,
+            baseline_ops: None,
+            baseline_calls: None,
+            baseline_seconds: None,
+            baseline_ops_per_sec: None,
+            baseline_mib_per_sec: None,
+            baseline_latency_ns: None,
+            baseline_recycles: None,
+            ratio_to_baseline: None,
+        }
+    }
+}
+
+/// The payload every side appends: the same bytes, so checksums cost the same.
+fn bench_payload(payload_bytes: usize) -> Vec<u8> {
+    (0..payload_bytes).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// One slice of the peer: the same threads, payload and batch as pstream's.
+fn run_peer_slice(
+    peer: &dyn PeerLog,
+    config: &AppendBenchConfig,
+    budget: Duration,
+    progress: &(dyn Fn(f64) + Sync),
+) -> SliceResult {
+    let payload = bench_payload(config.payload_bytes);
+    let recycles_before = peer.recycles();
+    let mut totals = run_threads(config.threads, budget, progress, |_thread| {
+        let batch: Vec<&[u8]> = vec![payload.as_slice(); config.batch];
+        move || {
+            if batch.len() == 1 {
+                peer.append(batch[0])?;
+            } else {
+                peer.append_batch(&batch)?;
+            }
+            Ok(Some(batch.len() as u64))
+        }
+    })?;
+    totals.recycles = peer.recycles() - recycles_before;
+    Ok(totals)
+}
+
+type SliceResult = Result<Totals, BenchError>;
+
+/// One call in this many is timed for the latency percentiles.
+const LATENCY_SAMPLE_EVERY: u64 = 8;
+/// Most calls between two reads of the clock for the time budget.
+const CLOCK_CHECK_CALLS_MAX: u64 = 256;
+/// The clock is read more often when calls take longer than this in between reads.
+const CLOCK_CHECK_SPACING: Duration = Duration::from_micros(200);
+
+/// Runs `threads` threads for `budget`. `make_op(thread)` builds a thread's operation: one
+/// call, returning the records it made durable, or `None` if it recycled space instead (not
+/// counted). Thread 0 reports progress.
+fn run_threads<M, F>(
+    threads: usize,
+    budget: Duration,
+    progress: &(dyn Fn(f64) + Sync),
+    make_op: M,
+) -> SliceResult
+where
+    M: Fn(usize) -> F + Sync,
+    F: FnMut() -> Result<Option<u64>, BenchError>,
+{
     let started = Instant::now();
-    let results: Vec<ThreadResult> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..config.threads)
-            .map(|t| {
-                let mine: Vec<StreamId> = streams
-                    .iter()
-                    .copied()
-                    .skip(t)
-                    .step_by(config.threads)
-                    .collect();
-                let (payload, recycles) = (&payload, &recycles);
+    let results: Vec<SliceResult> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let make_op = &make_op;
                 scope.spawn(move || {
-                    run_thread(
-                        log,
-                        &mine,
-                        payload,
-                        config.batch,
-                        started,
-                        budget,
-                        recycles,
-                        t == 0,
-                        progress,
-                    )
+                    let op = make_op(thread);
+                    let progress = (thread == 0).then_some(progress);
+                    drive(op, started, budget, progress)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Ok((0, 0, Vec::new()))))
+            .map(|handle| handle.join().unwrap_or(Err(BenchError::ThreadPanicked)))
             .collect()
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut records = 0u64;
-    let mut calls = 0u64;
-    let mut latencies: Vec<u32> = Vec::new();
+    let seconds = started.elapsed().as_secs_f64();
+    let mut totals = Totals::default();
     for result in results {
-        let (r, c, l) = result?;
-        records += r;
-        calls += c;
-        latencies.extend(l);
+        totals.add(result?);
     }
-    latencies.sort_unstable();
-    let pick = |q: f64| -> u64 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-        u64::from(latencies[index])
-    };
-    let ops_per_sec = records as f64 / elapsed;
-    Ok(AppendBenchReport {
-        payload_bytes: config.payload_bytes,
-        threads: config.threads,
-        batch: config.batch,
-        streams: config.streams,
-        ops: records,
-        calls,
-        seconds: elapsed,
-        ops_per_sec,
-        mib_per_sec: ops_per_sec * config.payload_bytes as f64 / (1024.0 * 1024.0),
-        latency_ns: LatencyNs {
-            p50: pick(0.5),
-            p99: pick(0.99),
-            p999: pick(0.999),
-            max: pick(1.0),
-        },
-        fences: log.stats().fences - fences_before,
-        pool_recycles: recycles.load(Ordering::Relaxed),
-        ceiling_ops_per_sec: 0.0,
-        ceiling_method: "not measured",
-        ratio_to_ceiling: 0.0,
-        flush_instruction: "n/a",
-        guarantee: "n/a",
-        dax: false,
-    })
+    totals.seconds = seconds;
+    Ok(totals)
 }
 
-/// One call in this many is timed for the latency percentiles.
-const LATENCY_SAMPLE_EVERY: u64 = 8;
-
-type ThreadResult = Result<(u64, u64, Vec<u32>), EngineError>;
-
-#[allow(clippy::too_many_arguments)]
-fn run_thread<P: Pmem>(
-    log: &Log<P>,
-    streams: &[StreamId],
-    payload: &[u8],
-    batch: usize,
+/// One thread's loop: calls `op` until `budget` has passed since `started`.
+fn drive(
+    mut op: impl FnMut() -> Result<Option<u64>, BenchError>,
     started: Instant,
     budget: Duration,
-    recycles: &AtomicU64,
-    reports_progress: bool,
-    progress: &(dyn Fn(f64) + Sync),
-) -> ThreadResult {
-    let mut latencies = Vec::with_capacity(1 << 20);
-    let mut records = 0u64;
-    let mut calls = 0u64;
-    let batch_items: Vec<(StreamId, &[u8])> = (0..batch)
-        .map(|i| (streams[i % streams.len()], payload))
-        .collect();
-    let mut next_stream = 0usize;
+    progress: Option<&(dyn Fn(f64) + Sync)>,
+) -> SliceResult {
+    let mut totals = Totals {
+        latencies_ns: Vec::with_capacity(1 << 16),
+        ..Totals::default()
+    };
+    let mut attempts = 0u64;
+    let mut next_check = 0u64;
+    let mut check_every = 1u64;
+    let mut last_check = started;
     loop {
-        if calls % 256 == 0 {
-            let elapsed = started.elapsed();
-            if elapsed >= budget {
+        if attempts >= next_check {
+            let now = Instant::now();
+            if now - started >= budget {
                 break;
             }
-            if reports_progress {
-                progress(elapsed.as_secs_f64() / budget.as_secs_f64());
+            // Read the clock about every CLOCK_CHECK_SPACING, whatever a call costs.
+            check_every = if now - last_check < CLOCK_CHECK_SPACING {
+                (check_every * 2).min(CLOCK_CHECK_CALLS_MAX)
+            } else {
+                (check_every / 2).max(1)
+            };
+            next_check = attempts + check_every;
+            last_check = now;
+            if let Some(progress) = progress {
+                progress((now - started).as_secs_f64() / budget.as_secs_f64());
             }
         }
+        attempts += 1;
         // Every eighth call is timed: the clock itself costs about as much as a persist.
-        let timed = calls % LATENCY_SAMPLE_EVERY == 0;
+        let timed = totals.calls % LATENCY_SAMPLE_EVERY == 0;
         let t0 = timed.then(Instant::now);
-        let outcome = if batch == 1 {
-            next_stream = (next_stream + 1) % streams.len();
-            log.append(streams[next_stream], payload).map(|_| 1)
-        } else {
-            log.append_batch(&batch_items).map(|seqs| seqs.len() as u64)
-        };
+        let outcome = op()?;
         let latency_ns = t0.map(|t0| t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
         match outcome {
-            Ok(count) => {
-                records += count;
-                calls += 1;
-                latencies.extend(latency_ns);
+            Some(records) => {
+                totals.records += records;
+                totals.calls += 1;
+                totals.latencies_ns.extend(latency_ns);
             }
-            Err(EngineError::PoolFull { .. }) => {
-                // Steady state: drop what this thread wrote and reuse the space.
-                for &stream in streams {
-                    let (_, next) = log.bounds(stream)?;
-                    log.trim(stream, next)?;
-                }
-                log.reclaim();
-                recycles.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => return Err(error),
+            None => totals.recycles += 1,
         }
     }
-    Ok((records, calls, latencies))
+    Ok(totals)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn small_config(dir: &Path) -> AppendBenchConfig {
+        let mut config = AppendBenchConfig::new(dir, 64, 2);
+        config.seconds = 0.08;
+        config.ceiling_seconds = 0.0;
+        config.pool_bytes = 16 << 20;
+        config.segment_size_bytes = 1 << 20;
+        config
+    }
+
+    #[test]
+    fn fdatasync_baseline_runs_interleaved_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(dir.path());
+        config.baseline = Some(Baseline::Fdatasync);
+        config.batch = 4;
+        let fractions = std::sync::Mutex::new(Vec::new());
+        let report = run_append_bench(&config, &|f| fractions.lock().unwrap().push(f)).unwrap();
+        assert_eq!(report.slices, DEFAULT_SLICES);
+        assert_eq!(report.baseline, Some(Baseline::Fdatasync));
+        assert!(report.ops > 0 && report.ops % 4 == 0, "{report:?}");
+        let baseline_ops = report.baseline_ops.unwrap();
+        assert!(baseline_ops > 0 && baseline_ops % 4 == 0, "{report:?}");
+        let ratio = report.ratio_to_baseline.unwrap();
+        let expected = report.ops_per_sec / report.baseline_ops_per_sec.unwrap();
+        assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+        assert!(report.baseline_latency_ns.unwrap().p50 > 0);
+        let json = serde_json::to_value(&report).unwrap();
+        for key in [
+            "baseline",
+            "baseline_ops_per_sec",
+            "ratio_to_baseline",
+            "latency_ns",
+        ] {
+            assert!(!json[key].is_null(), "{key} missing in {json}");
+        }
+        assert_eq!(json["baseline"], "fdatasync");
+        let fractions = fractions.into_inner().unwrap();
+        assert!(fractions.windows(2).all(|w| w[0] <= w[1] + 1e-9));
+        assert_eq!(fractions.last().copied(), Some(1.0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn without_baseline_the_baseline_fields_are_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_config(dir.path());
+        let report = run_append_bench(&config, &|_| {}).unwrap();
+        assert_eq!(report.slices, 1);
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["baseline"].is_null());
+        assert!(json["ratio_to_baseline"].is_null());
+        assert!(report.ops > 0);
+    }
+
+    #[test]
+    fn a_full_pool_is_recycled_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(dir.path());
+        config.threads = 1;
+        config.streams = 1;
+        config.payload_bytes = 4096;
+        config.pool_bytes = 8 << 20;
+        config.seconds = 0.2;
+        let report = run_append_bench(&config, &|_| {}).unwrap();
+        assert!(report.pool_recycles > 0, "{report:?}");
+    }
+
+    #[test]
+    fn missing_peers_fail_before_measuring_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        for baseline in Baseline::ALL.into_iter().filter(|b| !b.is_available()) {
+            let mut config = small_config(dir.path());
+            config.baseline = Some(baseline);
+            let error = run_append_bench(&config, &|_| {}).unwrap_err();
+            assert!(matches!(
+                error,
+                BenchError::Peer(PeerError::Unavailable { .. })
+            ));
+            assert!(error.to_string().contains("--features"), "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(dir.path());
+        config.slices = 0;
+        assert!(matches!(
+            run_append_bench(&config, &|_| {}),
+            Err(BenchError::Config(_))
+        ));
+    }
 }

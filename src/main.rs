@@ -41,6 +41,10 @@ enum Command {
 enum BenchCommand {
     /// Append records through the engine on a fresh pool file.
     Append(BenchAppendArgs),
+    /// Time recovery (open) of pools holding N MiB of live data against the memory floor.
+    Recovery(pstream::bench::cli::RecoveryArgs),
+    /// Agent layer: fan-out to N recipients with durable acks; ephemeral round trips.
+    Agent(pstream::bench::cli::AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,12 @@ struct BenchAppendArgs {
     /// Pool size in MiB
     #[arg(long = "pool-mib", value_name = "N", default_value_t = 1024)]
     pool_mib: usize,
+    /// A peer log to run interleaved with pstream on the same directory
+    #[arg(long, value_name = "PEER")]
+    baseline: Option<pstream::bench::Baseline>,
+    /// Alternating slices per side with --baseline (A B A B ...)
+    #[arg(long, value_name = "N", default_value_t = pstream::bench::DEFAULT_SLICES)]
+    slices: usize,
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     json: bool,
@@ -141,6 +151,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ceiling(args) => run_ceiling(&args),
         Command::Bench(BenchCommand::Append(args)) => run_bench_append(&args),
+        Command::Bench(BenchCommand::Recovery(args)) => {
+            pstream::bench::cli::run_recovery(&args).map_err(CliError::from)
+        }
+        Command::Bench(BenchCommand::Agent(args)) => {
+            pstream::bench::cli::run_agent(&args).map_err(CliError::from)
+        }
         Command::Verify(args) => run_verify(&args),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),
     };
@@ -303,6 +319,8 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
     config.seconds = args.seconds;
     config.ceiling_seconds = args.ceiling_seconds;
     config.pool_bytes = args.pool_mib * MIB_BYTES;
+    config.baseline = args.baseline;
+    config.slices = args.slices;
     let bar = phase_bar(args.json, "appending");
     let report = pstream::bench::run_append_bench(&config, &|fraction| {
         bar.set_position((fraction * 1000.0) as u64);
@@ -343,7 +361,10 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
             report.guarantee, report.flush_instruction, report.dax
         ),
     ];
-    for line in lines {
+    for line in lines
+        .into_iter()
+        .chain(pstream::bench::cli::baseline_lines(&report))
+    {
         writeln!(out, "{line}").map_err(CliError::Stdout)?;
     }
     Ok(())
