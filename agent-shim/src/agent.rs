@@ -345,8 +345,15 @@ impl<P: Pmem> Agent<P> {
                 );
                 return Err(corrupt(format!("change does not apply: {error}")));
             }
+            if let Err(broken) = trial.check_invariants() {
+                debug_assert!(false, "{change:?} would break an invariant: {broken}");
+                return Err(corrupt(broken));
+            }
         }
-        let bytes = SysRecord::Change(change.clone()).encode();
+        let record = SysRecord::Change(change.clone());
+        let bytes = record.encode();
+        // Paired check: what goes to media must read back as the same change.
+        debug_assert_eq!(SysRecord::decode(&bytes).as_ref(), Ok(&record));
         if bytes.len() > self.log.max_payload_bytes() {
             return Err(AgentError::ChangeTooLarge {
                 len_bytes: bytes.len(),
@@ -454,6 +461,11 @@ impl<P: Pmem> Agent<P> {
                     }
                 }
             }
+        }
+        if !state.agent.is_empty() {
+            state
+                .check_invariants()
+                .map_err(|broken| corrupt(format!("after replay: {broken}")))?;
         }
         let mut inner = self.inner.lock();
         inner.state = state;

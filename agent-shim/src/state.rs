@@ -666,6 +666,87 @@ impl State {
         Some(point)
     }
 
+    // ----- invariants -------------------------------------------------------------------
+
+    /// Checks the relations every reachable state keeps; open runs it after replay, and
+    /// debug builds after every change.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.agent.is_empty() {
+            return Err("the agent has no name".into());
+        }
+        for (user, state) in &self.users {
+            for (client, grants) in &state.clients {
+                if let Some(bundle) = grants.iter().find(|b| !self.bundles.contains_key(*b)) {
+                    return Err(format!(
+                        "{client}:{user} is granted the unknown bundle {bundle}"
+                    ));
+                }
+            }
+        }
+        for (key, bundle) in &self.bundles {
+            self.check_bundle(key, bundle)?;
+        }
+        if self.peers.contains_key(&self.agent) {
+            return Err("an outbox addressed to this agent itself".into());
+        }
+        for (peer, outbox) in &self.peers {
+            let ids: Vec<u64> = outbox.queue.iter().map(|(id, _)| *id).collect();
+            if ids.windows(2).any(|w| w[0] >= w[1])
+                || ids.last().is_some_and(|&id| id >= outbox.next_id)
+            {
+                return Err(format!(
+                    "outbox for {peer}: ids {ids:?} with next {}",
+                    outbox.next_id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_bundle(&self, key: &BundleRef, bundle: &BundleState) -> Result<(), String> {
+        let local = self.is_local(key);
+        if local && !self.users.contains_key(key.owner().user()) {
+            return Err(format!("{key} is owned by an unknown user"));
+        }
+        let mut users = BTreeSet::new();
+        for recipient in &bundle.recipients {
+            let user = recipient.address.user_address();
+            if local && user == *key.owner() {
+                return Err(format!("{key} has its owner as a recipient"));
+            }
+            if !users.insert(user) {
+                return Err(format!("{key} names {} twice", recipient.address));
+            }
+        }
+        if let Some((&no, _)) = bundle
+            .streams
+            .iter()
+            .next_back()
+            .filter(|(&no, _)| no >= bundle.next_stream_no)
+        {
+            return Err(format!(
+                "{key} stream #{no} is not below the next number {}",
+                bundle.next_stream_no
+            ));
+        }
+        for (no, meta) in &bundle.streams {
+            if local && meta.seq_base != Some(0) {
+                return Err(format!(
+                    "{key} #{no}: a local stream starts at {:?}",
+                    meta.seq_base
+                ));
+            }
+        }
+        for (reader, cursor) in &bundle.cursors {
+            if let Some(stream) = cursor.keys().find(|s| !bundle.streams.contains_key(*s)) {
+                return Err(format!(
+                    "{key}: cursor of {reader:?} names the unknown stream #{stream}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     // ----- snapshot -------------------------------------------------------------------
 
     pub fn encode_snapshot(&self) -> Vec<u8> {
