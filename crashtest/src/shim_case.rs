@@ -1,0 +1,1285 @@
+//! Agent shim workloads under crash checking: seeded sequences of shim operations (users,
+//! clients, grants, bundles, recipients and their answers, streams, single and batched
+//! appends, whole discrete submissions, seals, deletes, ephemeral takes, acknowledgements,
+//! fetches, reads, reopens) by callers with and without the right to act.
+//!
+//! The oracle is differential. Before and after every operation the harness *observes* the
+//! live agent through its read-only API (bundles, recipients and answers, streams, bounds,
+//! cursors, and what every user may read of every record). A crash at any fence during the
+//! operation must recover to exactly the observation before or exactly the one after it
+//! (acknowledged means durable, in-flight means all or nothing: oracle rules 1, 2 and 4),
+//! and recovery interrupted by a crash must recover to one of those too (rule 5). A refused
+//! call, a read and a reopen change no observation at all.
+//!
+//! Permission checks on top (oracle of the documented rules, independent of the live
+//! agent): unknown users and unregistered clients are refused as such, a client never acts
+//! on a bundle its user never granted it, only a stream's creator writes it, a user the
+//! bundle does not concern reads nothing, and an ephemeral record a user took is never
+//! served to that user again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
+use pstream_agent::{
+    Agent, AgentConfig, AgentError, BundleRef, Caller, Creators, Metadata, PageLimit, Position,
+    RecipientStatus, Retention, StreamDefaults, StreamKind, StreamNo, StreamPolicy, StreamSpec,
+};
+use pstream_engine::{LogConfig, OpenOptions};
+
+use crate::engine_case::payload_bytes;
+use crate::error::{CrashtestError, Result};
+use crate::hash::{hash_bytes, TraceHash};
+use crate::report::{Tally, Violation};
+
+/// Local users; the callers are these three, then `app:alice` (registered), `ghost:bob`
+/// (never registered) and `dave` (no such user).
+pub const USERS: [&str; 3] = ["alice", "bob", "carol"];
+const CALLER_COUNT: u8 = 6;
+const APP_CALLER: u8 = 3;
+const GHOST_CALLER: u8 = 4;
+const UNKNOWN_CALLER: u8 = 5;
+const BUNDLE_IDS: [&str; 2] = ["b0", "b1"];
+const POOL_BYTES: usize = 1 << 20;
+const PAGE: PageLimit = PageLimit {
+    records_max: 4,
+    bytes_max: 1 << 20,
+};
+
+/// The agent configuration of shim cases.
+pub fn shim_config() -> AgentConfig {
+    AgentConfig {
+        log: LogConfig {
+            segment_size_bytes: 16 * 1024,
+            stream_slot_count: 256,
+        },
+        open: OpenOptions { lane_count: 2 },
+        snapshot_every_changes: 16,
+    }
+}
+
+/// Bundle `b0`: owner-only, persistent and shared. Bundle `b1`: recipients may create
+/// streams, ephemeral and shared (the live-stream case).
+fn defaults(bundle: u8) -> StreamDefaults {
+    if bundle == 0 {
+        StreamDefaults::default()
+    } else {
+        StreamDefaults {
+            creators: Creators::Recipients,
+            policy: StreamPolicy::EPHEMERAL_SHARED,
+            write_once: false,
+        }
+    }
+}
+
+const POLICIES: [StreamPolicy; 3] = [
+    StreamPolicy::PERSISTENT_SHARED,
+    StreamPolicy::EPHEMERAL_SHARED,
+    StreamPolicy::INTERNALLY_PERSISTENT_EXTERNALLY_EPHEMERAL,
+];
+
+/// Who acts on which bundle (`owner`'s bundle `BUNDLE_IDS[bundle]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub caller: u8,
+    pub owner: u8,
+    pub bundle: u8,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} on {}/{}",
+            caller_name(self.caller),
+            USERS[usize::from(self.owner) % 3],
+            BUNDLE_IDS[usize::from(self.bundle) % 2]
+        )
+    }
+}
+
+fn caller_name(caller: u8) -> &'static str {
+    ["alice", "bob", "carol", "app:alice", "ghost:bob", "dave"][usize::from(caller % 6)]
+}
+
+/// One shim operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimOp {
+    AddUser {
+        user: u8,
+    },
+    RegisterClient {
+        user: u8,
+    },
+    CreateBundle {
+        at: Target,
+    },
+    SetRecipients {
+        at: Target,
+        users: Vec<u8>,
+    },
+    Respond {
+        at: Target,
+        accept: bool,
+    },
+    Grant {
+        at: Target,
+    },
+    Revoke {
+        at: Target,
+    },
+    CreateStream {
+        at: Target,
+        policy: Option<u8>,
+    },
+    PutDiscrete {
+        at: Target,
+        len_bytes: u32,
+        tag: u32,
+    },
+    Append {
+        at: Target,
+        stream: u8,
+        len_bytes: u32,
+        tag: u32,
+    },
+    AppendBatch {
+        at: Target,
+        stream: u8,
+        count: u8,
+        tag: u32,
+    },
+    Seal {
+        at: Target,
+        stream: u8,
+    },
+    DeleteStream {
+        at: Target,
+        stream: u8,
+    },
+    Take {
+        at: Target,
+    },
+    Ack {
+        at: Target,
+        stream: u8,
+        next_seq: u8,
+    },
+    Fetch {
+        at: Target,
+    },
+    Read {
+        at: Target,
+        stream: u8,
+        seq: u8,
+    },
+    Reopen,
+}
+
+impl fmt::Display for ShimOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShimOp::AddUser { user } => write!(f, "add_user {}", USERS[usize::from(*user) % 3]),
+            ShimOp::RegisterClient { user } => {
+                write!(
+                    f,
+                    "register_client app for {}",
+                    USERS[usize::from(*user) % 3]
+                )
+            }
+            ShimOp::CreateBundle { at } => write!(f, "create_bundle: {at}"),
+            ShimOp::SetRecipients { at, users } => {
+                let names: Vec<&str> = users.iter().map(|u| USERS[usize::from(*u) % 3]).collect();
+                write!(f, "set_recipients {names:?}: {at}")
+            }
+            ShimOp::Respond { at, accept } => write!(f, "respond accept={accept}: {at}"),
+            ShimOp::Grant { at } => write!(f, "grant app: {at}"),
+            ShimOp::Revoke { at } => write!(f, "revoke app: {at}"),
+            ShimOp::CreateStream { at, policy } => write!(f, "create_stream {policy:?}: {at}"),
+            ShimOp::PutDiscrete { at, len_bytes, tag } => {
+                write!(f, "put_discrete <{len_bytes} B #{tag:x}>: {at}")
+            }
+            ShimOp::Append {
+                at,
+                stream,
+                len_bytes,
+                tag,
+            } => write!(f, "append #{stream} <{len_bytes} B #{tag:x}>: {at}"),
+            ShimOp::AppendBatch {
+                at,
+                stream,
+                count,
+                tag,
+            } => write!(f, "append_batch #{stream} x{count} #{tag:x}: {at}"),
+            ShimOp::Seal { at, stream } => write!(f, "seal #{stream}: {at}"),
+            ShimOp::DeleteStream { at, stream } => write!(f, "delete_stream #{stream}: {at}"),
+            ShimOp::Take { at } => write!(f, "take: {at}"),
+            ShimOp::Ack {
+                at,
+                stream,
+                next_seq,
+            } => write!(f, "ack #{stream} to {next_seq}: {at}"),
+            ShimOp::Fetch { at } => write!(f, "fetch: {at}"),
+            ShimOp::Read { at, stream, seq } => write!(f, "read #{stream}/{seq}: {at}"),
+            ShimOp::Reopen => write!(f, "reopen"),
+        }
+    }
+}
+
+impl ShimOp {
+    fn target(&self) -> Option<Target> {
+        match self {
+            ShimOp::CreateBundle { at }
+            | ShimOp::SetRecipients { at, .. }
+            | ShimOp::Respond { at, .. }
+            | ShimOp::Grant { at }
+            | ShimOp::Revoke { at }
+            | ShimOp::CreateStream { at, .. }
+            | ShimOp::PutDiscrete { at, .. }
+            | ShimOp::Append { at, .. }
+            | ShimOp::AppendBatch { at, .. }
+            | ShimOp::Seal { at, .. }
+            | ShimOp::DeleteStream { at, .. }
+            | ShimOp::Take { at }
+            | ShimOp::Ack { at, .. }
+            | ShimOp::Fetch { at }
+            | ShimOp::Read { at, .. } => Some(*at),
+            ShimOp::AddUser { .. } | ShimOp::RegisterClient { .. } | ShimOp::Reopen => None,
+        }
+    }
+
+    /// Operations that never change what an observation sees.
+    fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            ShimOp::Fetch { .. } | ShimOp::Read { .. } | ShimOp::Reopen
+        )
+    }
+}
+
+/// Recipients (user, accepted) and streams (creator, sealed) of one bundle.
+type SketchBundle = (Vec<(u8, bool)>, Vec<(u8, bool)>);
+
+/// What the generator believes exists, to aim most operations at valid targets.
+#[derive(Debug, Default)]
+struct Sketch {
+    bundles: BTreeMap<(u8, u8), SketchBundle>,
+}
+
+impl Sketch {
+    fn pick_bundle(&self, rng: &mut SplitMix64) -> Option<(u8, u8)> {
+        let keys: Vec<(u8, u8)> = self.bundles.keys().copied().collect();
+        (!keys.is_empty()).then(|| keys[rng.below(keys.len() as u64) as usize])
+    }
+}
+
+/// A seeded shim workload: users, `app:alice` and a few bundles first, then `op_count`
+/// operations, four in five aimed at valid targets (the generator's sketch of the state),
+/// the rest random, by any caller (clients without grants and strangers included).
+pub fn generate_shim(seed: u64, op_count: usize) -> Vec<ShimOp> {
+    let mut rng = SplitMix64::new(seed ^ 0x5_4141);
+    let mut sketch = Sketch::default();
+    let at = |caller: u8, owner: u8, bundle: u8| Target {
+        caller,
+        owner,
+        bundle,
+    };
+    let mut ops = vec![
+        ShimOp::AddUser { user: 0 },
+        ShimOp::AddUser { user: 1 },
+        ShimOp::AddUser { user: 2 },
+        ShimOp::RegisterClient { user: 0 },
+    ];
+    for key in [(0u8, 0u8), (0, 1), (1, 1)] {
+        ops.push(ShimOp::CreateBundle {
+            at: at(key.0, key.0, key.1),
+        });
+        sketch.bundles.insert(key, (Vec::new(), Vec::new()));
+    }
+    ops.push(ShimOp::Grant { at: at(0, 0, 0) });
+    for index in 0..op_count {
+        let tag = (index as u32) << 8;
+        let op = match sketch.pick_bundle(&mut rng) {
+            Some(key) if rng.below(5) != 0 => valid_op(&mut rng, &mut sketch, key, tag),
+            _ => random_op(&mut rng, tag),
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+/// Kinds of valid operations, with their weights.
+const VALID_WEIGHTS: [(u8, u64); 12] = [
+    (0, 8),  // set recipients
+    (1, 10), // respond
+    (2, 10), // create stream
+    (3, 4),  // put discrete
+    (4, 28), // append or batch
+    (5, 2),  // seal
+    (6, 1),  // delete stream
+    (7, 13), // take
+    (8, 8),  // ack
+    (9, 5),  // fetch
+    (10, 7), // read
+    (11, 2), // reopen
+];
+
+/// An operation the sketch says should succeed on bundle `key` (mostly).
+fn valid_op(rng: &mut SplitMix64, sketch: &mut Sketch, key: (u8, u8), tag: u32) -> ShimOp {
+    let (owner, bundle) = key;
+    let Some((recipients, streams)) = sketch.bundles.get_mut(&key) else {
+        return ShimOp::Reopen;
+    };
+    let mut readers: Vec<u8> = recipients.iter().filter(|r| r.1).map(|r| r.0).collect();
+    readers.push(owner);
+    let reader = readers[rng.below(readers.len() as u64) as usize];
+    let open_streams: Vec<usize> = (0..streams.len()).filter(|&no| !streams[no].1).collect();
+    let available = |kind: u8| match kind {
+        1 => !recipients.is_empty(),
+        4 | 5 => !open_streams.is_empty(),
+        6 | 8 => !streams.is_empty(),
+        _ => true,
+    };
+    let choices: Vec<(u8, u64)> = VALID_WEIGHTS
+        .iter()
+        .copied()
+        .filter(|(kind, _)| available(*kind))
+        .collect();
+    let total: u64 = choices.iter().map(|(_, weight)| weight).sum();
+    let mut roll = rng.below(total.max(1));
+    let mut kind = 11;
+    for (candidate, weight) in choices {
+        if roll < weight {
+            kind = candidate;
+            break;
+        }
+        roll -= weight;
+    }
+    let by = |caller: u8| Target {
+        caller,
+        owner,
+        bundle,
+    };
+    match kind {
+        0 => {
+            let others: Vec<u8> = (0..3).filter(|u| *u != owner).collect();
+            let first = rng.below(2) as usize;
+            let count = 1 + rng.below(2) as usize;
+            let users: Vec<u8> = others
+                .iter()
+                .cycle()
+                .skip(first)
+                .take(count)
+                .copied()
+                .collect();
+            recipients.retain(|r| users.contains(&r.0));
+            for user in &users {
+                if !recipients.iter().any(|r| r.0 == *user) {
+                    recipients.push((*user, false));
+                }
+            }
+            ShimOp::SetRecipients {
+                at: by(owner),
+                users,
+            }
+        }
+        1 => {
+            let slot = rng.below(recipients.len() as u64) as usize;
+            let accept = rng.below(5) != 0;
+            recipients[slot].1 = accept;
+            ShimOp::Respond {
+                at: by(recipients[slot].0),
+                accept,
+            }
+        }
+        2 => {
+            // Owners create; in b1, so may accepted recipients.
+            let creator = if bundle == 1 { reader } else { owner };
+            streams.push((creator, false));
+            let policy = (creator == owner && rng.below(2) == 0).then(|| rng.below(3) as u8);
+            ShimOp::CreateStream {
+                at: by(creator),
+                policy,
+            }
+        }
+        3 => {
+            streams.push((reader, true));
+            ShimOp::PutDiscrete {
+                at: by(reader),
+                len_bytes: rng.below(300) as u32,
+                tag,
+            }
+        }
+        4 | 5 => {
+            let no = open_streams[rng.below(open_streams.len() as u64) as usize];
+            let caller = streams[no].0;
+            if kind == 5 {
+                streams[no].1 = true;
+                ShimOp::Seal {
+                    at: by(caller),
+                    stream: no as u8,
+                }
+            } else if rng.below(4) == 0 {
+                ShimOp::AppendBatch {
+                    at: by(caller),
+                    stream: no as u8,
+                    count: 1 + rng.below(3) as u8,
+                    tag,
+                }
+            } else {
+                ShimOp::Append {
+                    at: by(caller),
+                    stream: no as u8,
+                    len_bytes: rng.below(200) as u32,
+                    tag,
+                }
+            }
+        }
+        6 => ShimOp::DeleteStream {
+            at: by(owner),
+            stream: rng.below(streams.len() as u64) as u8,
+        },
+        7 => ShimOp::Take {
+            at: by(if rng.below(8) == 0 {
+                APP_CALLER
+            } else {
+                reader
+            }),
+        },
+        8 => ShimOp::Ack {
+            at: by(reader),
+            stream: rng.below(streams.len() as u64) as u8,
+            next_seq: rng.below(6) as u8,
+        },
+        9 => ShimOp::Fetch { at: by(reader) },
+        10 => ShimOp::Read {
+            at: by(rng.below(3) as u8),
+            stream: rng.below(streams.len().max(1) as u64) as u8,
+            seq: rng.below(5) as u8,
+        },
+        _ => ShimOp::Reopen,
+    }
+}
+
+/// Any operation by any caller on any bundle.
+fn random_op(rng: &mut SplitMix64, tag: u32) -> ShimOp {
+    let caller = match rng.below(12) {
+        0..=6 => rng.below(3) as u8,
+        7..=9 => APP_CALLER,
+        _ => GHOST_CALLER + rng.below(2) as u8,
+    };
+    let at = Target {
+        caller,
+        owner: rng.below(3) as u8,
+        bundle: rng.below(2) as u8,
+    };
+    let stream = rng.below(4) as u8;
+    match rng.below(13) {
+        0 => ShimOp::CreateBundle { at },
+        1 => ShimOp::SetRecipients {
+            at,
+            users: vec![rng.below(3) as u8],
+        },
+        2 => ShimOp::Respond { at, accept: true },
+        3 => ShimOp::Grant { at },
+        4 => ShimOp::Revoke { at },
+        5 => ShimOp::CreateStream { at, policy: None },
+        6 => ShimOp::PutDiscrete {
+            at,
+            len_bytes: 10,
+            tag,
+        },
+        7 => ShimOp::Append {
+            at,
+            stream,
+            len_bytes: 10,
+            tag,
+        },
+        8 => ShimOp::Seal { at, stream },
+        9 => ShimOp::Take { at },
+        10 => ShimOp::Ack {
+            at,
+            stream,
+            next_seq: 1,
+        },
+        11 => ShimOp::Fetch { at },
+        _ => ShimOp::Read { at, stream, seq: 0 },
+    }
+}
+
+// ----- observations --------------------------------------------------------------------
+
+/// Everything the read-only API shows of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StreamObs {
+    no: u64,
+    label: Vec<u8>,
+    creator: String,
+    kind: StreamKind,
+    policy: StreamPolicy,
+    sealed_at: Option<u64>,
+    first_seq: u64,
+    next_seq: u64,
+    /// Per user, per seq from `first_seq - 1` to `next_seq`: the payload hash or the error.
+    reads: Vec<Vec<std::result::Result<u64, &'static str>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BundleObs {
+    recipients: Vec<(String, RecipientStatus)>,
+    streams: Vec<StreamObs>,
+    /// Per user: the durable cursor, or why there is none.
+    cursors: Vec<std::result::Result<Vec<(u64, u64)>, &'static str>>,
+}
+
+/// A value the API showed, or the kind of error it gave instead.
+type Shown<T> = std::result::Result<T, &'static str>;
+
+/// What the read-only API shows of the whole agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation {
+    users: Vec<String>,
+    app_bundles: Shown<Vec<String>>,
+    /// By (owner, bundle index): the bundle, or why its owner cannot see it.
+    bundles: Vec<((u8, u8), Shown<BundleObs>)>,
+}
+
+impl Observation {
+    fn digest(&self) -> u64 {
+        hash_bytes(format!("{self:?}").as_bytes())
+    }
+
+    fn bundle(&self, owner: u8, bundle: u8) -> Option<&BundleObs> {
+        self.bundles
+            .iter()
+            .find(|(key, _)| *key == (owner, bundle))
+            .and_then(|(_, obs)| obs.as_ref().ok())
+    }
+
+    /// The first difference, for a violation report.
+    fn diff(&self, other: &Observation) -> String {
+        if self.users != other.users {
+            return format!("users {:?} vs {:?}", self.users, other.users);
+        }
+        if self.app_bundles != other.app_bundles {
+            return format!(
+                "app:alice's bundles {:?} vs {:?}",
+                self.app_bundles, other.app_bundles
+            );
+        }
+        for ((key, mine), (_, theirs)) in self.bundles.iter().zip(&other.bundles) {
+            if mine != theirs {
+                let text = format!(
+                    "bundle {}/{}: {mine:?}\n  vs {theirs:?}",
+                    USERS[usize::from(key.0)],
+                    BUNDLE_IDS[usize::from(key.1)]
+                );
+                return text.chars().take(2000).collect();
+            }
+        }
+        "no difference".to_owned()
+    }
+}
+
+/// Callers and bundle names of a case, made once.
+#[derive(Debug, Clone)]
+struct Universe {
+    callers: Vec<Caller>,
+    users: Vec<Caller>,
+    bundles: BTreeMap<(u8, u8), BundleRef>,
+}
+
+impl Universe {
+    fn new(agent: &Agent<SimPmem>) -> Result<Universe> {
+        let mut callers = Vec::new();
+        for name in USERS {
+            callers.push(Caller::user(name).map_err(AgentError::from)?);
+        }
+        callers.push(Caller::client("alice", "app").map_err(AgentError::from)?);
+        callers.push(Caller::client("bob", "ghost").map_err(AgentError::from)?);
+        callers.push(Caller::user("dave").map_err(AgentError::from)?);
+        let users = callers[..3].to_vec();
+        let mut bundles = BTreeMap::new();
+        for owner in 0..3u8 {
+            for bundle in 0..2u8 {
+                let key =
+                    agent.bundle_ref(USERS[usize::from(owner)], BUNDLE_IDS[usize::from(bundle)])?;
+                bundles.insert((owner, bundle), key);
+            }
+        }
+        Ok(Universe {
+            callers,
+            users,
+            bundles,
+        })
+    }
+
+    fn caller(&self, index: u8) -> &Caller {
+        &self.callers[usize::from(index % CALLER_COUNT)]
+    }
+
+    fn key(&self, at: Target) -> Option<&BundleRef> {
+        self.bundles.get(&(at.owner % 3, at.bundle % 2))
+    }
+}
+
+/// A stable name of an error's kind; `None` for errors no operation here may produce.
+fn kind(error: &AgentError) -> Option<&'static str> {
+    Some(match error {
+        AgentError::PermissionDenied { .. } => "PermissionDenied",
+        AgentError::UnknownUser { .. } => "UnknownUser",
+        AgentError::UserExists { .. } => "UserExists",
+        AgentError::UnknownClient { .. } => "UnknownClient",
+        AgentError::ClientExists { .. } => "ClientExists",
+        AgentError::UnknownBundle { .. } => "UnknownBundle",
+        AgentError::BundleExists { .. } => "BundleExists",
+        AgentError::UnknownStream { .. } => "UnknownStream",
+        AgentError::OwnerAsRecipient { .. } => "OwnerAsRecipient",
+        AgentError::DuplicateRecipient { .. } => "DuplicateRecipient",
+        AgentError::StreamSealed { .. } => "StreamSealed",
+        AgentError::NotInvited { .. } => "NotInvited",
+        AgentError::AckBeyondTail { .. } => "AckBeyondTail",
+        AgentError::AlreadyTaken { .. } => "AlreadyTaken",
+        AgentError::SeqOutOfRange { .. } => "SeqOutOfRange",
+        _ => return None,
+    })
+}
+
+fn kind_or_unexpected(error: &AgentError) -> &'static str {
+    kind(error).unwrap_or("UNEXPECTED")
+}
+
+fn observe(agent: &Agent<SimPmem>, universe: &Universe) -> Observation {
+    let app_bundles = agent
+        .list_bundles(&universe.callers[usize::from(APP_CALLER)])
+        .map(|keys| keys.iter().map(ToString::to_string).collect())
+        .map_err(|e| kind_or_unexpected(&e));
+    let bundles = universe
+        .bundles
+        .iter()
+        .map(|(&(owner, bundle), key)| {
+            let owner_caller = &universe.users[usize::from(owner)];
+            (
+                (owner, bundle),
+                observe_bundle(agent, universe, owner_caller, key),
+            )
+        })
+        .collect();
+    Observation {
+        users: agent.users(),
+        app_bundles,
+        bundles,
+    }
+}
+
+fn observe_bundle(
+    agent: &Agent<SimPmem>,
+    universe: &Universe,
+    owner: &Caller,
+    key: &BundleRef,
+) -> std::result::Result<BundleObs, &'static str> {
+    let info = agent
+        .bundle_info(owner, key)
+        .map_err(|e| kind_or_unexpected(&e))?;
+    let listed = agent
+        .list_streams(owner, key)
+        .map_err(|e| kind_or_unexpected(&e))?;
+    let streams = listed
+        .into_iter()
+        .map(|stream| {
+            let reads = universe
+                .users
+                .iter()
+                .map(|user| {
+                    (stream.first_seq.saturating_sub(1)..=stream.next_seq)
+                        .map(|seq| {
+                            agent
+                                .read(user, key, stream.no, seq)
+                                .map(|payload| hash_bytes(&payload))
+                                .map_err(|e| kind_or_unexpected(&e))
+                        })
+                        .collect()
+                })
+                .collect();
+            StreamObs {
+                no: stream.no.0,
+                label: stream.label,
+                creator: stream.creator.user().to_owned(),
+                kind: stream.kind,
+                policy: stream.policy,
+                sealed_at: stream.sealed_at,
+                first_seq: stream.first_seq,
+                next_seq: stream.next_seq,
+                reads,
+            }
+        })
+        .collect();
+    let cursors = universe
+        .users
+        .iter()
+        .map(|user| {
+            agent
+                .cursor(user, key)
+                .map(|position| position.0.iter().map(|(s, n)| (s.0, *n)).collect())
+                .map_err(|e| kind_or_unexpected(&e))
+        })
+        .collect();
+    Ok(BundleObs {
+        recipients: info
+            .recipients
+            .iter()
+            .map(|(address, status)| (address.user().to_owned(), *status))
+            .collect(),
+        streams,
+        cursors,
+    })
+}
+
+// ----- the fence hook ------------------------------------------------------------------
+
+/// How many crash images a shim case checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimBudget {
+    /// Inspect fences whose index is a multiple of this.
+    pub fence_stride: u64,
+    pub exhaustive_max: u64,
+    pub samples: u64,
+    /// Stop checking images after this many in the case (0 = no limit).
+    pub images_max: u64,
+    /// Every n-th image is also crashed during its own recovery (0 = never).
+    pub recovery_crash_every: u64,
+}
+
+impl Default for ShimBudget {
+    fn default() -> Self {
+        ShimBudget {
+            fence_stride: 1,
+            exhaustive_max: 64,
+            samples: 6,
+            images_max: 1500,
+            recovery_crash_every: 16,
+        }
+    }
+}
+
+#[derive(Default)]
+struct HookState {
+    /// (fence, observation digest) of the images of the operation in flight.
+    recovered: Vec<(u64, u64)>,
+    observed: BTreeMap<u64, Observation>,
+    tally: Tally,
+    violation: Option<Violation>,
+    op_index: Option<usize>,
+    trace: TraceHash,
+}
+
+fn recover_observe(image: &[u8], universe: &Universe) -> std::result::Result<Observation, String> {
+    let (agent, _) = Agent::open(SimPmem::from_image(image.to_vec()), shim_config())
+        .map_err(|e| format!("recovery failed: {e}"))?;
+    Ok(observe(&agent, universe))
+}
+
+/// Images of a recovery of `image` interrupted at each of its first fences (nothing and
+/// everything pending persisted).
+fn recovery_crash_images(image: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    const RECOVERY_FENCES_MAX: usize = 6;
+    let images: Arc<Mutex<Vec<Vec<u8>>>> = Arc::new(Mutex::new(Vec::new()));
+    let sim = SimPmem::from_image(image.to_vec());
+    let sink = Arc::clone(&images);
+    sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
+        if sink.lock().len() >= 2 * RECOVERY_FENCES_MAX {
+            return;
+        }
+        point.for_each_image(0, 2, 0, |img| {
+            sink.lock().push(img.to_vec());
+            ControlFlow::Continue(())
+        });
+    })));
+    let (agent, _) = Agent::open(sim, shim_config())
+        .map_err(|e| format!("recovery (to be interrupted) failed: {e}"))?;
+    agent.engine().pmem().set_fence_hook(None);
+    drop(agent);
+    let taken = std::mem::take(&mut *images.lock());
+    Ok(taken)
+}
+
+fn install_hook(
+    sim: &SimPmem,
+    shared: Arc<Mutex<HookState>>,
+    universe: Universe,
+    budget: ShimBudget,
+    seed: u64,
+) {
+    sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
+        let mut state = shared.lock();
+        state.tally.fences += 1;
+        let fence = point.fence_index().unwrap_or(0);
+        let out_of_budget = budget.images_max > 0 && state.tally.images >= budget.images_max;
+        if state.violation.is_some() || out_of_budget || fence % budget.fence_stride.max(1) != 0 {
+            return;
+        }
+        state.tally.fences_checked += 1;
+        let image_seed = seed ^ fence.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let run =
+            point.for_each_image(budget.exhaustive_max, budget.samples, image_seed, |image| {
+                state.tally.images += 1;
+                let nested_due = budget.recovery_crash_every > 0
+                    && state.tally.images % budget.recovery_crash_every == 0;
+                let mut images = vec![image.to_vec()];
+                if nested_due {
+                    match recovery_crash_images(image) {
+                        Ok(nested) => {
+                            state.tally.recovery_crash_images += nested.len() as u64;
+                            images.extend(nested);
+                        }
+                        Err(detail) => {
+                            state.violation = Some(Violation {
+                                crash_point: Some(fence),
+                                op_index: state.op_index,
+                                detail,
+                            });
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                for candidate in &images {
+                    match recover_observe(candidate, &universe) {
+                        Ok(observation) => {
+                            let digest = observation.digest();
+                            state.recovered.push((fence, digest));
+                            state.observed.entry(digest).or_insert(observation);
+                        }
+                        Err(detail) => {
+                            state.violation = Some(Violation {
+                                crash_point: Some(fence),
+                                op_index: state.op_index,
+                                detail,
+                            });
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+        if run.exhaustive {
+            state.tally.exhaustive_fences += 1;
+        }
+        state.trace.u64(fence);
+        state.trace.u64(run.images_visited);
+    })));
+}
+
+// ----- the interpreter -----------------------------------------------------------------
+
+/// What a shim case found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimRun {
+    pub tally: Tally,
+    pub trace_hash: u64,
+    pub violation: Option<Violation>,
+    /// What each operation returned (a summary, or the kind of its error).
+    pub results: Vec<String>,
+}
+
+struct Runner {
+    agent: Option<Agent<SimPmem>>,
+    universe: Universe,
+    /// Bundles `app:alice` was ever granted (or created).
+    granted: BTreeSet<(u8, u8)>,
+}
+
+type OpResult = std::result::Result<String, &'static str>;
+
+impl Runner {
+    fn agent(&self) -> std::result::Result<&Agent<SimPmem>, String> {
+        self.agent
+            .as_ref()
+            .ok_or_else(|| "the agent is closed (an earlier reopen failed)".to_owned())
+    }
+
+    fn apply(&mut self, op: &ShimOp) -> std::result::Result<OpResult, String> {
+        if let ShimOp::Reopen = op {
+            let Some(agent) = self.agent.take() else {
+                return Err("the agent is closed".to_owned());
+            };
+            let (agent, _) = Agent::open(agent.close(), shim_config())
+                .map_err(|e| format!("reopen failed: {e}"))?;
+            self.agent = Some(agent);
+            return Ok(Ok("reopened".to_owned()));
+        }
+        let agent = self.agent()?;
+        let result = self.call(agent, op);
+        match result {
+            Ok(summary) => Ok(Ok(summary)),
+            Err(error) => match kind(&error) {
+                Some(kind) => Ok(Err(kind)),
+                None => Err(format!("{op}: unexpected error: {error}")),
+            },
+        }
+    }
+
+    fn call(&self, agent: &Agent<SimPmem>, op: &ShimOp) -> pstream_agent::Result<String> {
+        let u = &self.universe;
+        let Some(at) = op.target() else {
+            return match op {
+                ShimOp::AddUser { user } => agent
+                    .add_user(USERS[usize::from(*user) % 3])
+                    .map(|a| a.to_string()),
+                ShimOp::RegisterClient { user } => agent
+                    .register_client(u.caller(*user % 3), "app")
+                    .map(|()| String::new()),
+                _ => Ok(String::new()),
+            };
+        };
+        let caller = u.caller(at.caller);
+        let Some(key) = u.key(at) else {
+            return Ok(String::new());
+        };
+        match op {
+            ShimOp::CreateBundle { .. } => agent
+                .create_bundle(
+                    caller,
+                    BUNDLE_IDS[usize::from(at.bundle % 2)],
+                    Metadata::new().with("kind", format!("b{}", at.bundle % 2)),
+                    defaults(at.bundle % 2),
+                )
+                .map(|k| k.to_string()),
+            ShimOp::SetRecipients { users, .. } => {
+                let mut addresses = Vec::new();
+                for user in users {
+                    addresses.push(agent.address_of(USERS[usize::from(*user) % 3])?);
+                }
+                agent
+                    .set_recipients(caller, key, &addresses)
+                    .map(|()| String::new())
+            }
+            ShimOp::Respond { accept, .. } => {
+                agent.respond(caller, key, *accept).map(|()| String::new())
+            }
+            ShimOp::Grant { .. } => agent.grant(caller, "app", key).map(|()| String::new()),
+            ShimOp::Revoke { .. } => agent.revoke(caller, "app", key).map(|()| String::new()),
+            ShimOp::CreateStream { policy, .. } => {
+                let mut spec = StreamSpec::continuous("live");
+                if let Some(policy) = policy {
+                    spec = spec.with_policy(POLICIES[usize::from(*policy) % 3]);
+                }
+                agent
+                    .create_stream(caller, key, spec)
+                    .map(|no| no.to_string())
+            }
+            ShimOp::PutDiscrete { len_bytes, tag, .. } => agent
+                .put_discrete(caller, key, b"file", &[&payload_bytes(*len_bytes, *tag)])
+                .map(|no| no.to_string()),
+            ShimOp::Append {
+                stream,
+                len_bytes,
+                tag,
+                ..
+            } => agent
+                .append(
+                    caller,
+                    key,
+                    StreamNo(u64::from(*stream)),
+                    &payload_bytes(*len_bytes, *tag),
+                )
+                .map(|seq| seq.to_string()),
+            ShimOp::AppendBatch {
+                stream, count, tag, ..
+            } => {
+                let payloads: Vec<Vec<u8>> = (0..u32::from(*count))
+                    .map(|k| payload_bytes(20 + 13 * k, tag | k))
+                    .collect();
+                let borrowed: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                agent
+                    .append_batch(caller, key, StreamNo(u64::from(*stream)), &borrowed)
+                    .map(|seqs| format!("{seqs:?}"))
+            }
+            ShimOp::Seal { stream, .. } => agent
+                .seal(caller, key, StreamNo(u64::from(*stream)))
+                .map(|count| count.to_string()),
+            ShimOp::DeleteStream { stream, .. } => agent
+                .delete_stream(caller, key, StreamNo(u64::from(*stream)))
+                .map(|()| String::new()),
+            ShimOp::Take { .. } => agent
+                .take(caller, key, PAGE)
+                .map(|page| page_summary(&page)),
+            ShimOp::Ack {
+                stream, next_seq, ..
+            } => {
+                let mut position = Position::default();
+                position.set(StreamNo(u64::from(*stream)), u64::from(*next_seq));
+                agent.ack(caller, key, &position).map(|()| String::new())
+            }
+            ShimOp::Fetch { .. } => agent
+                .fetch(caller, key, None, PAGE)
+                .map(|page| page_summary(&page)),
+            ShimOp::Read { stream, seq, .. } => agent
+                .read(caller, key, StreamNo(u64::from(*stream)), u64::from(*seq))
+                .map(|payload| format!("{:x}", hash_bytes(&payload))),
+            ShimOp::AddUser { .. } | ShimOp::RegisterClient { .. } | ShimOp::Reopen => {
+                Ok(String::new())
+            }
+        }
+    }
+
+    /// The permission rules (see the module documentation), given the state before `op`.
+    fn check_permissions(
+        &mut self,
+        op: &ShimOp,
+        result: &OpResult,
+        before: &Observation,
+    ) -> std::result::Result<(), String> {
+        let Some(at) = op.target() else {
+            return Ok(());
+        };
+        let key = (at.owner % 3, at.bundle % 2);
+        let expect = |wanted: &'static str, why: &str| match result {
+            Err(kind) if *kind == wanted => Ok(()),
+            other => Err(format!("{op}: expected {wanted} ({why}), got {other:?}")),
+        };
+        match at.caller % CALLER_COUNT {
+            UNKNOWN_CALLER => return expect("UnknownUser", "dave is no user"),
+            GHOST_CALLER => return expect("UnknownClient", "ghost is no client of bob"),
+            _ => {}
+        }
+        let Some(bundle) = before.bundle(key.0, key.1) else {
+            return Ok(());
+        };
+        if at.caller % CALLER_COUNT == APP_CALLER {
+            // Every call but creating a bundle looks the bundle up for the client first.
+            let creates = matches!(op, ShimOp::CreateBundle { .. });
+            if !creates && !self.granted.contains(&key) {
+                return expect(
+                    "PermissionDenied",
+                    "the client was never granted the bundle",
+                );
+            }
+            return Ok(());
+        }
+        let user = USERS[usize::from(at.caller % 3)];
+        let owner = USERS[usize::from(key.0)];
+        let accepted = bundle
+            .recipients
+            .iter()
+            .any(|(u, s)| u == user && *s == RecipientStatus::Accepted);
+        let stream_no = match op {
+            ShimOp::Append { stream, .. }
+            | ShimOp::AppendBatch { stream, .. }
+            | ShimOp::Seal { stream, .. }
+            | ShimOp::Read { stream, .. } => Some(u64::from(*stream)),
+            _ => None,
+        };
+        let Some(stream) = stream_no.and_then(|no| bundle.streams.iter().find(|s| s.no == no))
+        else {
+            return Ok(());
+        };
+        match op {
+            ShimOp::Append { .. } | ShimOp::AppendBatch { .. } | ShimOp::Seal { .. }
+                if stream.creator != user =>
+            {
+                expect("PermissionDenied", "only the creator writes a stream")
+            }
+            ShimOp::Read { .. } if user != owner && stream.creator != user && !accepted => {
+                expect("PermissionDenied", "the bundle does not concern the reader")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a take: nothing ephemeral the taker acknowledged is served to it again.
+    fn check_taken(&self, op: &ShimOp) -> std::result::Result<(), String> {
+        let ShimOp::Take { at } = op else {
+            return Ok(());
+        };
+        let agent = self.agent()?;
+        let caller = self.universe.caller(at.caller);
+        let Some(key) = self.universe.key(*at) else {
+            return Ok(());
+        };
+        let cursor = agent
+            .cursor(caller, key)
+            .map_err(|e| format!("{op}: cursor after a take: {e}"))?;
+        let streams = agent
+            .list_streams(caller, key)
+            .map_err(|e| format!("{op}: list_streams after a take: {e}"))?;
+        // Everything from the start, without moving anything.
+        let everything = PageLimit {
+            records_max: usize::MAX,
+            bytes_max: usize::MAX,
+        };
+        let page = agent
+            .fetch(caller, key, Some(&Position::default()), everything)
+            .map_err(|e| format!("{op}: fetch after a take: {e}"))?;
+        for item in &page.items {
+            if item.retention == Retention::Ephemeral && item.seq < cursor.next_seq(item.stream) {
+                return Err(format!(
+                    "{op}: acknowledged ephemeral record {}/{} served again",
+                    item.stream, item.seq
+                ));
+            }
+        }
+        for info in streams {
+            let taken = cursor.next_seq(info.no);
+            if info.access != Some(Retention::Ephemeral) || taken == 0 {
+                continue;
+            }
+            match agent.read(caller, key, info.no, taken - 1) {
+                Err(AgentError::AlreadyTaken { .. }) => {}
+                other => {
+                    return Err(format!(
+                        "{op}: reading taken ephemeral record {}/{} gave {:?}",
+                        info.no,
+                        taken - 1,
+                        other.map(|payload| payload.len())
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_grants(&mut self, op: &ShimOp, result: &OpResult) {
+        if result.is_err() {
+            return;
+        }
+        match op {
+            ShimOp::Grant { at } if at.caller % CALLER_COUNT == 0 => {
+                self.granted.insert((at.owner % 3, at.bundle % 2));
+            }
+            ShimOp::CreateBundle { at } if at.caller % CALLER_COUNT == APP_CALLER => {
+                // A client that creates a bundle is granted it (the bundle is alice's).
+                self.granted.insert((0, at.bundle % 2));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn page_summary(page: &pstream_agent::Page) -> String {
+    let items: Vec<String> = page
+        .items
+        .iter()
+        .map(|d| format!("{}/{}:{:x}", d.stream, d.seq, hash_bytes(&d.payload)))
+        .collect();
+    format!("{items:?} more={}", page.more)
+}
+
+/// Runs `ops` on a fresh agent, checking crash images at fences (see the module docs).
+pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<ShimRun> {
+    let agent = Agent::create(SimPmem::new(POOL_BYTES), "crash.example", shim_config())?;
+    let universe = Universe::new(&agent)?;
+    let shared = Arc::new(Mutex::new(HookState::default()));
+    install_hook(
+        agent.engine().pmem(),
+        Arc::clone(&shared),
+        universe.clone(),
+        *budget,
+        seed,
+    );
+    let mut runner = Runner {
+        agent: Some(agent),
+        universe,
+        granted: BTreeSet::new(),
+    };
+    let mut trace = TraceHash::new();
+    let mut results = Vec::with_capacity(ops.len());
+    let mut found: Option<Violation> = None;
+    let mut before = match runner.agent.as_ref() {
+        Some(agent) => observe(agent, &runner.universe),
+        None => return Err(CrashtestError::Config("no agent".to_owned())),
+    };
+    for (index, op) in ops.iter().enumerate() {
+        {
+            let mut state = shared.lock();
+            state.op_index = Some(index);
+            state.recovered.clear();
+            state.observed.clear();
+        }
+        let violation = |detail: String| Violation {
+            crash_point: None,
+            op_index: Some(index),
+            detail,
+        };
+        let result = match runner.apply(op) {
+            Ok(result) => result,
+            Err(detail) => {
+                found = Some(violation(detail));
+                break;
+            }
+        };
+        let after = match runner.agent() {
+            Ok(agent) => observe(agent, &runner.universe),
+            Err(detail) => {
+                found = Some(violation(detail));
+                break;
+            }
+        };
+        trace.str(&op.to_string());
+        trace.str(&format!("{result:?}"));
+        results.push(format!("{result:?}"));
+        trace.u64(after.digest());
+        shared.lock().tally.ops += 1;
+        if let Err(detail) = runner.check_permissions(op, &result, &before) {
+            found = Some(violation(detail));
+            break;
+        }
+        runner.note_grants(op, &result);
+        if (result.is_err() || op.is_read_only()) && after != before {
+            found = Some(violation(format!(
+                "{op} ({result:?}) changed the observable state: {}",
+                before.diff(&after)
+            )));
+            break;
+        }
+        if result.is_ok() {
+            if let Err(detail) = runner.check_taken(op) {
+                found = Some(violation(detail));
+                break;
+            }
+        }
+        let mut state = shared.lock();
+        if let Some(hook_violation) = state.violation.take() {
+            found = Some(hook_violation);
+            break;
+        }
+        let (before_digest, after_digest) = (before.digest(), after.digest());
+        let bad = state
+            .recovered
+            .iter()
+            .find(|(_, digest)| *digest != before_digest && *digest != after_digest)
+            .copied();
+        if let Some((fence, digest)) = bad {
+            let detail = match state.observed.get(&digest) {
+                Some(recovered) => format!(
+                    "{op}: a crash image recovered to neither the state before nor after it; \
+                     vs before: {}; vs after: {}",
+                    recovered.diff(&before),
+                    recovered.diff(&after)
+                ),
+                None => format!("{op}: a crash image recovered to an unknown state"),
+            };
+            found = Some(Violation {
+                crash_point: Some(fence),
+                op_index: Some(index),
+                detail,
+            });
+            break;
+        }
+        drop(state);
+        before = after;
+    }
+    if let Some(agent) = runner.agent.take() {
+        agent.engine().pmem().set_fence_hook(None);
+    }
+    let state = shared.lock();
+    trace.fold(state.trace.finish());
+    Ok(ShimRun {
+        tally: state.tally,
+        trace_hash: trace.finish(),
+        violation: found,
+        results,
+    })
+}
