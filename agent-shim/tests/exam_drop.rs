@@ -249,6 +249,6 @@ fn exam_drop_survives_reopen() {
 
 #[test]
 fn exam_drop_survives_crashes_at_fence_points() {
-    let tally = scenario(Mode::Crash(Budget::default()), 5);
+    let tally = scenario(Mode::Crash(Budget::default()), 6);
     eprintln!("exam crash tally: {tally:?}");
 }

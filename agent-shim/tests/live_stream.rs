@@ -377,6 +377,6 @@ fn live_stream_survives_reopen() {
 
 #[test]
 fn live_stream_survives_crashes_at_fence_points() {
-    let tally = scenario(Mode::Crash(Budget::default()), 12);
+    let tally = scenario(Mode::Crash(Budget::default()), 16);
     eprintln!("live stream crash tally: {tally:?}");
 }

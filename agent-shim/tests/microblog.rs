@@ -295,6 +295,6 @@ fn microblog_survives_reopen() {
 
 #[test]
 fn microblog_survives_crashes_at_fence_points() {
-    let tally = scenario(Mode::Crash(Budget::default()), 6);
+    let tally = scenario(Mode::Crash(Budget::default()), 9);
     eprintln!("microblog crash tally: {tally:?}");
 }

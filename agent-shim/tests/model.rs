@@ -978,7 +978,7 @@ fn setup() -> Vec<Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn shim_matches_the_model(ops in proptest::collection::vec(op_strategy(), 1..80)) {

@@ -265,10 +265,7 @@ fn receiving_agent_survives_crashes_at_fence_points() {
     let bundle = a
         .create_bundle(&alice, "diary", Metadata::new(), StreamDefaults::default())
         .expect("bundle");
-    let budget = Budget {
-        images_max: 1500,
-        ..Budget::default()
-    };
+    let budget = Budget::default();
     let mut env = Env::new(
         "b.example",
         Mode::Crash(budget),

@@ -58,9 +58,9 @@ impl Default for Budget {
     fn default() -> Self {
         Budget {
             fence_stride: 1,
-            exhaustive_max: 64,
-            samples: 8,
-            images_max: 4000,
+            exhaustive_max: 256,
+            samples: 12,
+            images_max: 8000,
             seed: 0x5eed,
         }
     }
