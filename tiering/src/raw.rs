@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::io::{align_up, Fill, IoBuf, SegmentIo, StreamShape, UringConfig, UringIo};
+use crate::io::{align_up, Fill, SegmentIo, StreamShape, UringConfig, UringIo};
 use crate::rng::SplitMix64;
 
 /// Scratch file of the measurement, removed afterwards.
@@ -91,21 +91,17 @@ fn read_sequential<I: SegmentIo>(
     depth: usize,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let mut spare: Vec<IoBuf> = Vec::new();
-    let mut offset = 0u64;
-    while offset < bytes {
-        let mut requests = Vec::with_capacity(depth);
-        while requests.len() < depth && offset < bytes {
-            let mut buf = spare.pop().unwrap_or_else(|| io.alloc_buf(io_size));
-            buf.set_len(io_size);
-            requests.push((offset, buf));
-            offset += io_size as u64;
-        }
-        for (result, buf) in io.read_batch(file, requests) {
-            result?;
-            spare.push(buf);
-        }
-    }
+    let shape = StreamShape {
+        chunk_bytes: io_size,
+        depth,
+    };
+    let mut read_bytes = 0u64;
+    io.read_stream(file, 0, bytes, shape, |_, chunk| {
+        read_bytes += chunk.len() as u64;
+        std::hint::black_box(chunk);
+        Ok(())
+    })?;
+    debug_assert_eq!(read_bytes, bytes);
     Ok(start.elapsed())
 }
 

@@ -471,32 +471,19 @@ impl<I: SegmentIo> ColdStore<I> {
             block_no: 0,
             carry: Vec::new(),
         };
+        let shape = StreamShape {
+            chunk_bytes: self.config.read_chunk_bytes,
+            depth: self.config.read_depth,
+        };
         let data_end = align_up_u64(index.footer_offset);
-        let chunk_bytes = self.config.read_chunk_bytes as u64;
-        let mut read_at = 0u64;
-        while scan.block_no < index.blocks.len() {
-            let mut requests = Vec::with_capacity(self.config.read_depth);
-            while requests.len() < self.config.read_depth && read_at < data_end {
-                let len = chunk_bytes.min(data_end - read_at) as usize;
-                let mut buf = self.io.alloc_buf(len);
-                buf.set_len(len);
-                requests.push((read_at, buf));
-                read_at += len as u64;
-            }
-            if requests.is_empty() {
-                return Err(scan.truncated(0));
-            }
-            let offsets: Vec<u64> = requests.iter().map(|(offset, _)| *offset).collect();
-            let completions = self.io.read_batch(&file.file, requests);
-            for (chunk_at, (result, buf)) in offsets.into_iter().zip(completions) {
-                let read = result?;
-                bump(&self.counters.bytes_read, read as u64);
-                let expected = buf.len().min((index.footer_offset - chunk_at) as usize);
-                if read < expected {
-                    return Err(scan.truncated(read as u64));
-                }
-                scan.chunk(chunk_at, &buf.as_slice()[..read], visit)?;
-            }
+        self.io
+            .read_stream(&file.file, 0, data_end, shape, |chunk_at, bytes| {
+                bump(&self.counters.bytes_read, bytes.len() as u64);
+                scan.chunk(chunk_at, bytes, visit)
+            })?;
+        if scan.block_no < index.blocks.len() {
+            // The file ended before its last block.
+            return Err(scan.truncated(scan.carry.len() as u64));
         }
         debug_assert!(scan.carry.is_empty());
         debug_assert_eq!(scan.next_record, scan.order.len());

@@ -381,8 +381,11 @@ where
         while buf.len() < want && !self.finished {
             self.produce(buf, want)?;
         }
+        // A block built in this buffer may have filled it exactly: it ends here.
+        self.close_direct(buf);
         self.drain_carry(buf, want);
-        debug_assert!(
+        // Its placeholder header would reach the media: never.
+        assert!(
             self.direct_header_at.is_none(),
             "a block open in a returned chunk"
         );

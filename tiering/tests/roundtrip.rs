@@ -381,7 +381,7 @@ mod encoder_properties {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
         /// Any record sizes (including empty ones and ones larger than a block or a chunk),
         /// block sizes, chunk sizes and compression: the file decodes on its own and every
@@ -422,4 +422,27 @@ mod encoder_properties {
             check_readback(&store, 3, &records);
         }
     }
+}
+
+/// Regression: a block built directly in the I/O buffer that fills the buffer exactly was
+/// left open when the chunk was handed out (found by `any_shape_round_trips`).
+#[test]
+fn regression_direct_block_fills_chunk_exactly() {
+    let mut config = small_config(Compression::None);
+    config.writer.block_size_bytes = 64 << 10;
+    config.writer.chunk_bytes = 8192;
+    // File header 64 + block header 32 + 8096 = 8192: the first chunk ends with the record.
+    let records: Vec<common::Record> = vec![
+        (1, 0, vec![1u8; 8096]),
+        (1, 1, vec![2u8; 100]),
+        (1, 2, vec![3u8; 8160]),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = ColdStore::open(StdIo::open(dir.path()).expect("io"), config).expect("open");
+    let handle = store
+        .write_segment(&source(1), as_input(&records))
+        .expect("write");
+    let bytes = std::fs::read(&handle.path).expect("file");
+    assert!(decode_file(&bytes).is_ok());
+    check_readback(&store, 1, &records);
 }

@@ -184,6 +184,42 @@ pub trait SegmentIo: Send + Sync + Sized + 'static {
             .map(|(offset, buf)| self.read_at(file, buf, offset))
             .collect()
     }
+
+    /// Reads `[offset_bytes, offset_bytes + len_bytes)` in chunks of `shape.chunk_bytes`,
+    /// keeping up to `shape.depth` reads in flight, and calls `consume(chunk_offset, bytes)`
+    /// for each chunk in file order while later chunks are still being read. A chunk shorter
+    /// than asked means end of file: it is the last one consumed. Offsets and lengths follow
+    /// the alignment rules of [`SegmentIo::is_direct`]. The default reads one chunk at a
+    /// time; [`UringIo`] overrides it.
+    fn read_stream<F>(
+        &self,
+        file: &Self::File,
+        offset_bytes: u64,
+        len_bytes: u64,
+        shape: StreamShape,
+        mut consume: F,
+    ) -> Result<()>
+    where
+        F: FnMut(u64, &[u8]) -> Result<()>,
+    {
+        shape.validate()?;
+        let end = offset_bytes + len_bytes;
+        let mut offset = offset_bytes;
+        let mut buf = self.alloc_buf(shape.chunk_bytes);
+        while offset < end {
+            let len = (shape.chunk_bytes as u64).min(end - offset) as usize;
+            buf.set_len(len);
+            let (result, returned) = self.read_at(file, buf, offset);
+            buf = returned;
+            let read = result?;
+            consume(offset, &buf.as_slice()[..read])?;
+            if read < len {
+                break;
+            }
+            offset += len as u64;
+        }
+        Ok(())
+    }
 }
 
 /// Turns a write's byte count into an error unless it stored everything.
@@ -297,5 +333,19 @@ impl<T: SegmentIo> SegmentIo for std::sync::Arc<T> {
 
     fn read_batch(&self, file: &Self::File, requests: Vec<(u64, IoBuf)>) -> Vec<Completion> {
         (**self).read_batch(file, requests)
+    }
+
+    fn read_stream<F>(
+        &self,
+        file: &Self::File,
+        offset_bytes: u64,
+        len_bytes: u64,
+        shape: StreamShape,
+        consume: F,
+    ) -> Result<()>
+    where
+        F: FnMut(u64, &[u8]) -> Result<()>,
+    {
+        (**self).read_stream(file, offset_bytes, len_bytes, shape, consume)
     }
 }

@@ -289,6 +289,139 @@ impl SegmentIo for UringIo {
         }
         self.run_ops(file, OpKind::Read, requests)
     }
+
+    fn read_stream<F>(
+        &self,
+        file: &StdFile,
+        offset_bytes: u64,
+        len_bytes: u64,
+        shape: StreamShape,
+        consume: F,
+    ) -> Result<()>
+    where
+        F: FnMut(u64, &[u8]) -> Result<()>,
+    {
+        shape.validate()?;
+        let Some(mut guard) = self.rings.as_ref().and_then(RingSet::acquire) else {
+            return self
+                .std
+                .read_stream(file, offset_bytes, len_bytes, shape, consume);
+        };
+        let range = offset_bytes..offset_bytes + len_bytes;
+        read_stream_on_ring(self, &mut guard, file, range, shape, consume)
+    }
+}
+
+/// The streamed read on one ring: see [`SegmentIo::read_stream`]. Completions arrive in any
+/// order; chunks are consumed in file order, each buffer reused for a later chunk.
+fn read_stream_on_ring<F>(
+    io: &UringIo,
+    guard: &mut RingGuard<'_>,
+    file: &StdFile,
+    range: std::ops::Range<u64>,
+    shape: StreamShape,
+    mut consume: F,
+) -> Result<()>
+where
+    F: FnMut(u64, &[u8]) -> Result<()>,
+{
+    let depth = shape.depth.min(guard.depth()).max(1);
+    let direct = io.is_direct();
+    let mut driver = Driver::new(guard.ring(), file.raw_fd());
+    let mut spare_bufs: Vec<IoBuf> = Vec::new();
+    let mut done: std::collections::BTreeMap<usize, (Op, i32)> = std::collections::BTreeMap::new();
+    let (mut next_offset, mut next_issue, mut next_consume) = (range.start, 0usize, 0usize);
+    let mut stop = false;
+    let mut first_error: Option<TieringError> = None;
+    loop {
+        while !stop && driver.in_flight < depth && next_offset < range.end {
+            let len = (shape.chunk_bytes as u64).min(range.end - next_offset) as usize;
+            let mut buf = spare_bufs
+                .pop()
+                .unwrap_or_else(|| io.alloc_buf(shape.chunk_bytes));
+            buf.set_len(len);
+            if let Some(error) = check_op(&buf, next_offset, direct) {
+                first_error = Some(UringIo::io_error(
+                    IoOp::Read,
+                    file.name(),
+                    next_offset,
+                    error,
+                ));
+                stop = true;
+                break;
+            }
+            let op = Op {
+                buf,
+                offset_bytes: next_offset,
+                done_bytes: 0,
+                kind: OpKind::Read,
+                request: next_issue,
+            };
+            if let Err((error, op)) = driver.start(op, squeue::Flags::empty()) {
+                first_error = Some(UringIo::io_error(
+                    IoOp::Read,
+                    file.name(),
+                    op.offset_bytes,
+                    error,
+                ));
+                stop = true;
+                break;
+            }
+            next_issue += 1;
+            next_offset += len as u64;
+        }
+        // Consume what is ready, in order.
+        while let Some((op, result)) = done.remove(&next_consume) {
+            next_consume += 1;
+            if stop {
+                continue;
+            }
+            let outcome = op_outcome(&op, result, IoOp::Read, file.name()).and_then(|read| {
+                consume(op.offset_bytes, &op.buf.as_slice()[..read]).map(|()| read)
+            });
+            match outcome {
+                Ok(read) if read < op.buf.len() => stop = true,
+                Ok(_) => {}
+                Err(error) => {
+                    first_error = Some(error);
+                    stop = true;
+                }
+            }
+            spare_bufs.push(op.buf);
+        }
+        if driver.in_flight == 0 && (stop || next_offset >= range.end) {
+            break;
+        }
+        if driver.in_flight == 0 {
+            continue;
+        }
+        match driver.reap() {
+            Ok(reaped) => {
+                for reaped in reaped {
+                    let Reaped::Op(op, result) = reaped else {
+                        continue;
+                    };
+                    if let Some(op) = driver.continue_read(op, result, direct) {
+                        done.insert(op.request, (op, result));
+                    }
+                }
+            }
+            Err(error) => {
+                first_error.get_or_insert(UringIo::io_error(
+                    IoOp::Read,
+                    file.name(),
+                    next_offset,
+                    error,
+                ));
+                break;
+            }
+        }
+    }
+    drop(driver);
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 fn unreachable_completion(file: &StdFile, offset_bytes: u64) -> Completion {
