@@ -301,3 +301,18 @@ fn mmap_pool_round_trip() {
     assert_eq!(log.read(s, 0).unwrap().payload(), &big[..]);
     assert_eq!(log.read(s, 1).unwrap().payload(), b"small");
 }
+
+#[test]
+fn stats_after_reopen_count_live_data() {
+    let log = sim_log(1 << 20);
+    let s = log.create_stream(b"s").unwrap();
+    for _ in 0..100 {
+        log.append(s, &[1u8; 1000]).unwrap();
+    }
+    let before = log.stats();
+    assert_eq!(before.live_records, 100);
+    assert_eq!(before.live_bytes, 100 * 1088, "on-media bytes: header + payload + padding");
+    let (log, _) = Log::open(log.close(), common::options(2)).unwrap();
+    let after = log.stats();
+    assert_eq!((after.live_records, after.live_bytes), (before.live_records, before.live_bytes));
+}
