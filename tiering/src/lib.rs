@@ -86,6 +86,10 @@
 //!   naming the file and offset, never a panic and never silent.
 //! - Decoders ([`format::decode_file`] and friends) accept arbitrary bytes.
 
+// Unsafe code is confined to io_uring submission and registration (`io/uring.rs`) and one
+// posix_fadvise call (`io/std_io.rs`); each site is a function with a local `expect`.
+#![deny(unsafe_code)]
+
 mod cache;
 mod error;
 pub mod format;

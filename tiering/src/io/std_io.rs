@@ -140,6 +140,7 @@ pub(crate) fn probe_direct(dir: &Path) -> bool {
 }
 
 /// Drops clean cached pages of `file` (posix_fadvise DONTNEED).
+#[expect(unsafe_code, reason = "posix_fadvise is an FFI call")]
 pub(crate) fn fadvise_dontneed(file: &StdFile) -> Result<()> {
     // SAFETY: posix_fadvise only reads its integer arguments; the fd is open for the whole
     // call because `file` borrows it.

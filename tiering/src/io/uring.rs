@@ -737,6 +737,7 @@ impl Ring {
     }
 
     /// A seccomp filter may allow io_uring_setup but not io_uring_enter: prove a round trip.
+    #[expect(unsafe_code, reason = "pushing a submission queue entry is unsafe")]
     fn check_nop(&mut self) -> io::Result<()> {
         let entry = opcode::Nop::new().build().user_data(SYNC_USER_DATA - 1);
         // SAFETY: a NOP references no memory.
@@ -751,6 +752,10 @@ impl Ring {
         }
     }
 
+    #[expect(
+        unsafe_code,
+        reason = "registering buffers hands their memory to the kernel"
+    )]
     fn register(&mut self, pool: &Arc<FixedPool>) {
         let iovecs: Vec<libc::iovec> = pool
             .regions()
@@ -1013,10 +1018,13 @@ impl<'r> Driver<'r> {
         Ok(())
     }
 
+    #[expect(unsafe_code, reason = "pushing a submission queue entry is unsafe")]
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         for _attempt in 0..2 {
             // SAFETY: `entry` references at most one buffer: the one of the operation stored
-            // in `self.slots` under the entry's user data (or none for a sync). That slot is
+            // in `self.slots` under the entry's user data (or none for a sync), by an address
+            // and length inside that buffer's initialized window (`start` checks the length
+            // and offsets the address by the bytes already transferred). That slot is
             // emptied only in `reap`, when the kernel has posted the operation's completion;
             // `Drop` reaps everything still in flight, and when the ring fails it leaks the
             // buffers, so the memory outlives every kernel access. The fd is borrowed from a
