@@ -3,6 +3,7 @@
 //! `pstream ceiling` measures the persist ceiling of this machine (see [`pstream::ceiling`]).
 #![deny(unsafe_code)]
 
+mod crashtest_cmd;
 mod demo;
 
 use std::error::Error as _;
@@ -35,6 +36,9 @@ enum Command {
     /// Run the agent store end to end: the paper's three use cases, a traffic burst, a
     /// restart and a summary (creates or reopens ./pstream-data).
     Demo(demo::DemoArgs),
+    /// Fault-injection campaign: seeded workloads checked against the crash oracle at every
+    /// fence, SSD crash points and faults, kill -9 rounds; exits non-zero on a violation.
+    Crashtest(crashtest_cmd::CrashtestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +143,8 @@ enum CliError {
     Stdout(#[source] std::io::Error),
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    #[error(transparent)]
+    Crashtest(#[from] crashtest_cmd::CrashtestCmdError),
 }
 
 const MIB_BYTES: usize = 1 << 20;
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
         }
         Command::Verify(args) => run_verify(&args),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),
+        Command::Crashtest(args) => crashtest_cmd::run(&args).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

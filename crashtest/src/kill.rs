@@ -45,13 +45,11 @@ pub struct KillFiles {
 impl KillFiles {
     /// The files of a campaign in `dir`.
     pub fn in_dir(dir: &Path) -> KillFiles {
-        KillFiles {
-            pool: dir.join("crashtest.pool"),
-            cold_dir: dir.join("cold"),
-        }
+        KillFiles::for_pool(&dir.join("crashtest.pool"))
     }
 
-    /// Where the child keeps its cold files when it is given only the pool path.
+    /// The pool file and its cold directory `POOL.cold` (what the child derives from the
+    /// pool path it is given).
     pub fn for_pool(pool: &Path) -> KillFiles {
         let mut cold_dir = pool.as_os_str().to_owned();
         cold_dir.push(".cold");
