@@ -86,6 +86,10 @@ pub struct LatencyNs {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendBenchReport {
+    /// Always `"append"` (results files mix benchmarks, one JSON object per line).
+    pub bench: &'static str,
+    /// Directory of the pool and of the peer's files.
+    pub dir: String,
     pub payload_bytes: usize,
     pub threads: usize,
     pub batch: usize,
@@ -470,6 +474,8 @@ impl<'a, P: Pmem> PstreamSide<'a, P> {
         let config = self.config;
         let (ops_per_sec, mib_per_sec) = totals.rates(config.payload_bytes);
         AppendBenchReport {
+            bench: "append",
+            dir: config.dir.display().to_string(),
             payload_bytes: config.payload_bytes,
             threads: config.threads,
             batch: config.batch,
