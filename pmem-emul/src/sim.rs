@@ -55,15 +55,23 @@ pub struct UnpersistedStores {
 
 impl fmt::Display for UnpersistedStores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<String> =
-            self.line_offsets.iter().take(8).map(|o| format!("{o:#x}")).collect();
+        let shown: Vec<String> = self
+            .line_offsets
+            .iter()
+            .take(8)
+            .map(|o| format!("{o:#x}"))
+            .collect();
         write!(
             f,
             "{} store(s) in {} cache line(s) not persisted (lines at {}{})",
             self.store_count,
             self.line_offsets.len(),
             shown.join(", "),
-            if self.line_offsets.len() > 8 { ", ..." } else { "" }
+            if self.line_offsets.len() > 8 {
+                ", ..."
+            } else {
+                ""
+            }
         )
     }
 }
@@ -167,7 +175,11 @@ impl SimPmem {
     /// Runs `f` on the crash point of this instant (a crash right now).
     pub fn with_crash_point<R>(&self, f: impl FnOnce(&CrashPoint<'_>) -> R) -> R {
         let state = self.state.lock();
-        let point = CrashPoint { persisted: &state.persisted, dirty: &state.dirty, fence_index: None };
+        let point = CrashPoint {
+            persisted: &state.persisted,
+            dirty: &state.dirty,
+            fence_index: None,
+        };
         f(&point)
     }
 
@@ -197,7 +209,10 @@ impl SimPmem {
         check_range(offset, len, self.len_bytes);
         let state = self.state.lock();
         let (first_line, end_line) = line_span(offset, len);
-        let mut report = UnpersistedStores { line_offsets: Vec::new(), store_count: 0 };
+        let mut report = UnpersistedStores {
+            line_offsets: Vec::new(),
+            store_count: 0,
+        };
         for (line, dirty) in state.dirty.range(first_line..end_line) {
             report.line_offsets.push(line * CACHE_LINE_BYTES);
             report.store_count += dirty.pending.len();
@@ -236,7 +251,9 @@ impl SimPmem {
         let first_word = offset / ATOMIC_STORE_BYTES;
         let end_word = (offset + data.len()).div_ceil(ATOMIC_STORE_BYTES);
         for word in first_word..end_word {
-            let value = self.word_cell(word * ATOMIC_STORE_BYTES).load(Ordering::Relaxed);
+            let value = self
+                .word_cell(word * ATOMIC_STORE_BYTES)
+                .load(Ordering::Relaxed);
             self.record_store(state, word, value, flushed);
         }
     }
@@ -247,7 +264,10 @@ impl SimPmem {
         // Non-temporal stores only count as flushed when nothing unflushed precedes them in
         // the line; otherwise the prefix model keeps them pending behind those stores.
         let covered = flushed && dirty.flushed_count == dirty.pending.len();
-        dirty.pending.push(PendingStore { word_in_line: (word % WORDS_PER_LINE) as u8, value });
+        dirty.pending.push(PendingStore {
+            word_in_line: (word % WORDS_PER_LINE) as u8,
+            value,
+        });
         if covered {
             dirty.flushed_count = dirty.pending.len();
         }
@@ -273,7 +293,11 @@ impl Pmem for SimPmem {
 
     fn read_u64(&self, offset: usize) -> u64 {
         check_range(offset, ATOMIC_STORE_BYTES, self.len_bytes);
-        assert_eq!(offset % ATOMIC_STORE_BYTES, 0, "unaligned read_u64 at {offset}");
+        assert_eq!(
+            offset % ATOMIC_STORE_BYTES,
+            0,
+            "unaligned read_u64 at {offset}"
+        );
         u64::from_le(self.word_cell(offset).load(Ordering::Acquire))
     }
 
@@ -285,7 +309,11 @@ impl Pmem for SimPmem {
 
     fn write_u64(&self, offset: usize, value: u64) {
         check_range(offset, ATOMIC_STORE_BYTES, self.len_bytes);
-        assert_eq!(offset % ATOMIC_STORE_BYTES, 0, "unaligned write_u64 at {offset}");
+        assert_eq!(
+            offset % ATOMIC_STORE_BYTES,
+            0,
+            "unaligned write_u64 at {offset}"
+        );
         let mut state = self.state.lock();
         let stored = value.to_le();
         self.word_cell(offset).store(stored, Ordering::Release);
@@ -371,9 +399,9 @@ impl CrashPoint<'_> {
 
     /// Number of distinct crash images, `prod(pending_i + 1)`, saturating at `u128::MAX`.
     pub fn image_count(&self) -> u128 {
-        self.dirty
-            .values()
-            .fold(1u128, |count, line| count.saturating_mul(line.pending.len() as u128 + 1))
+        self.dirty.values().fold(1u128, |count, line| {
+            count.saturating_mul(line.pending.len() as u128 + 1)
+        })
     }
 
     /// Visits crash images: all of them when there are at most `exhaustive_max`, else
@@ -424,7 +452,10 @@ impl CrashPoint<'_> {
                 }
             }
         }
-        ImageRun { images_visited, exhaustive }
+        ImageRun {
+            images_visited,
+            exhaustive,
+        }
     }
 
     /// Rewrites the dirty lines of `image` as persisted + the chosen prefix of each.
@@ -463,7 +494,11 @@ fn apply_store(image: &mut [u8], line: usize, store: PendingStore) {
 /// `[first_line, end_line)` of the cache lines overlapping `[offset, offset + len)`.
 fn line_span(offset: usize, len: usize) -> (usize, usize) {
     let first_line = offset / CACHE_LINE_BYTES;
-    let end_line = if len == 0 { first_line } else { (offset + len).div_ceil(CACHE_LINE_BYTES) };
+    let end_line = if len == 0 {
+        first_line
+    } else {
+        (offset + len).div_ceil(CACHE_LINE_BYTES)
+    };
     (first_line, end_line)
 }
 
@@ -569,9 +604,19 @@ mod tests {
         assert_eq!(all.len(), WORDS_PER_LINE + 1);
         for image in &all {
             let got = &image[64..128];
-            let words_kept = got.chunks(8).take_while(|w| w.iter().any(|&b| b != 0)).count();
-            assert_eq!(&got[..words_kept * 8], &line[..words_kept * 8], "not a prefix");
-            assert!(got[words_kept * 8..].iter().all(|&b| b == 0), "torn inside a word");
+            let words_kept = got
+                .chunks(8)
+                .take_while(|w| w.iter().any(|&b| b != 0))
+                .count();
+            assert_eq!(
+                &got[..words_kept * 8],
+                &line[..words_kept * 8],
+                "not a prefix"
+            );
+            assert!(
+                got[words_kept * 8..].iter().all(|&b| b == 0),
+                "torn inside a word"
+            );
         }
     }
 
@@ -618,7 +663,10 @@ mod tests {
         sim.write_u64(0, 1);
         sim.write_nt(8, &[2; 8]);
         sim.fence();
-        assert!(sim.check_all_persisted().is_err(), "line order keeps the nt store pending");
+        assert!(
+            sim.check_all_persisted().is_err(),
+            "line order keeps the nt store pending"
+        );
         sim.persist(0, 64);
         assert!(sim.check_all_persisted().is_ok());
     }
@@ -668,7 +716,9 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen_in_hook = Arc::clone(&seen);
         sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
-            seen_in_hook.lock().push((point.fence_index(), point.image_count()));
+            seen_in_hook
+                .lock()
+                .push((point.fence_index(), point.image_count()));
         })));
         sim.write(0, &[1; 16]);
         sim.persist(0, 16);
