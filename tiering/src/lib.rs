@@ -71,6 +71,9 @@
 //! | none (segment freed and reused)   | complete             | cold authoritative (the only    |
 //! |                                   |                      | copy): index its records        |
 //! | none                              | damaged              | data loss: report               |
+//! | any                               | complete, but its    | not this pool's: leave it and   |
+//! |                                   | `header.pool_nonce`  | report (never index or delete)  |
+//! |                                   | is another pool's    |                                 |
 //!
 //! Records indexed from cold files are filtered by stream metadata (deleted incarnations,
 //! trim points) exactly like records found in persistent memory. Every action is idempotent,

@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Result, TieringError};
+use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
     cold_file_name, crc32, decode_file, encode_block_header, encode_file_header, encode_footer,
     encode_trailer, footer_len_bytes, temp_file_name, BlockEntry, BlockHeader, Codec,
@@ -208,43 +208,34 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
     /// Reads the whole file back and checks it decodes to what was written.
     fn verify<R: Iterator>(&self, file: &I::File, encoder: &Encoder<'_, R>) -> Result<()> {
         let name = file.name();
-        let chunk_bytes = self.config.chunk_bytes as u64;
-        let mut requests = Vec::new();
-        let mut offset = 0u64;
-        while offset < encoder.file_len_bytes {
-            let len = chunk_bytes.min(encoder.file_len_bytes - offset) as usize;
-            let mut buf = self.io.alloc_buf(len);
-            buf.set_len(len);
-            requests.push((offset, buf));
-            offset += len as u64;
-        }
-        let offsets: Vec<u64> = requests.iter().map(|(offset, _)| *offset).collect();
-        let completions = self.io.read_batch(file, requests);
-        let mut bytes = Vec::with_capacity(encoder.file_len_bytes as usize);
-        for (request_offset, (result, buf)) in offsets.into_iter().zip(completions) {
-            let read = result?;
-            if read != buf.len() {
-                let kind = crate::error::CorruptKind::Truncated {
-                    structure: crate::error::Structure::File,
-                    needed_bytes: buf.len() as u64,
-                    available_bytes: read as u64,
-                };
-                return Err(TieringError::Corrupt {
-                    file: name.to_owned(),
-                    offset_bytes: request_offset + read as u64,
-                    kind,
-                });
-            }
-            bytes.extend_from_slice(buf.as_slice());
+        let file_len = encoder.file_len_bytes;
+        let mut bytes = Vec::with_capacity(file_len as usize);
+        let shape = self.config.shape();
+        self.io.read_stream(file, 0, file_len, shape, |_, chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        if bytes.len() as u64 != file_len {
+            let kind = CorruptKind::Truncated {
+                structure: Structure::File,
+                needed_bytes: file_len,
+                available_bytes: bytes.len() as u64,
+            };
+            let offset_bytes = bytes.len() as u64;
+            return Err(TieringError::Corrupt {
+                file: name.to_owned(),
+                offset_bytes,
+                kind,
+            });
         }
         let decoded = decode_file(&bytes).map_err(|error| error.in_file(name, 0))?;
         let expected = encoder.index_view();
-        if decoded.records != expected.records || decoded.blocks != expected.blocks {
-            let kind = crate::error::CorruptKind::Mismatch {
-                structure: crate::error::Structure::Footer,
-                field: "index read back",
-                expected: expected.records.len() as u64,
-                found: decoded.records.len() as u64,
+        if decoded != expected {
+            let kind = CorruptKind::Mismatch {
+                structure: Structure::Footer,
+                field: "records read back",
+                expected: expected.record_count(),
+                found: decoded.record_count(),
             };
             return Err(TieringError::Corrupt {
                 file: name.to_owned(),
