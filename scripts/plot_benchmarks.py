@@ -165,7 +165,8 @@ def ratio_rows(rows):
 
 def plot_ratios(rows, out):
     ratios = ratio_rows(rows)
-    baselines = sorted({k[2] for k in ratios})
+    order = ["pmemlog", "okaywal", "fdatasync"]
+    baselines = sorted({k[2] for k in ratios}, key=lambda b: (order + [b]).index(b))
     configs = sorted({(k[0], k[1]) for k in ratios})
     if not baselines:
         return
@@ -217,7 +218,9 @@ def plot_recovery(rows, out):
               label="floor: resident read", color="#9467bd")
     left.plot(gib, [0.25 * g for g in gib], "-", color="black", lw=1,
               label="target 0.25 s/GiB")
+    ticks = [gib, [label_gib(g) for g in gib]]
     left.set_xscale("log", base=2)
+    left.set_xticks(*ticks)
     left.set_yscale("log")
     left.set_xlabel("live data, GiB")
     left.set_ylabel("seconds")
@@ -229,6 +232,7 @@ def plot_recovery(rows, out):
                label="floor (fresh map)", color=COLORS["ceiling"])
     right.axhline(0.25, color="black", lw=1, label="target")
     right.set_xscale("log", base=2)
+    right.set_xticks(*ticks)
     right.set_ylim(bottom=0)
     right.set_xlabel("live data, GiB")
     right.set_ylabel("seconds per GiB")
@@ -265,6 +269,10 @@ def plot_disk(rows, shm_dir, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "disk_throughput.png"), dpi=110)
     plt.close(fig)
+
+
+def label_gib(gib):
+    return f"{gib:g} GiB" if gib >= 1 else f"{gib * 1024:g} MiB"
 
 
 def label_size(size):
