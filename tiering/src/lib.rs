@@ -94,9 +94,11 @@
 #![deny(unsafe_code)]
 
 mod cache;
+mod engine_tier;
 mod error;
 pub mod format;
 pub mod io;
+mod migrator;
 mod raw;
 mod rng;
 mod store;
@@ -111,3 +113,11 @@ pub use io::{
 pub use raw::{measure_raw_ssd, measure_raw_ssd_with, RawSsdBandwidth, RAW_PROBE_NAME};
 pub use store::{ColdStats, ColdStore, ColdStoreConfig, OpenReport, QuarantinedFile};
 pub use writer::{ColdRecord, ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
+pub use engine_tier::{
+    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_tiered,
+    open_tiered_with, EngineColdTier, TierConfig, TieredError, TieredLog,
+};
+pub use migrator::{
+    append_with_backpressure, occupancy, Migrator, MigratorHandle, MigratorPolicy, MigratorStats,
+    PassReport,
+};
