@@ -594,7 +594,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 payload_len: payload.len() as u32,
                 payload_crc,
             };
-            let offset = self.write_record(&open, &header, payload);
+            let offset = self.write_record(&open, &header, payload, true);
             self.pmem.fence();
             self.advance_lane(&mut lane, offset, size_bytes);
             lane.appends += 1;
@@ -623,7 +623,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 let size_bytes = record::record_size_bytes(payload.len()) as u64;
                 if matches!(unfenced, Some((_, bytes)) if bytes + size_bytes > self.layout.torn_extent_max_bytes())
                 {
-                    self.pmem.fence();
+                    self.flush_and_fence(unfenced);
                     lane.fences += 1;
                     unfenced = None;
                 }
@@ -633,7 +633,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     Err(error) => {
                         // Records already written stay valid; make them durable and
                         // acknowledge none (the caller sees the error).
-                        self.pmem.fence();
+                        self.flush_and_fence(unfenced);
                         self.finish_batch(&resolved, &seqs);
                         return Err(error);
                     }
@@ -648,7 +648,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 }) {
                     Ok(seq) => seq,
                     Err(error) => {
-                        self.pmem.fence();
+                        self.flush_and_fence(unfenced);
                         self.finish_batch(&resolved, &seqs);
                         return Err(error);
                     }
@@ -661,7 +661,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     payload_len: payload.len() as u32,
                     payload_crc: *payload_crc,
                 };
-                let offset = self.write_record(&open, &header, payload);
+                let offset = self.write_record(&open, &header, payload, false);
                 self.advance_lane(&mut lane, offset, size_bytes);
                 unfenced = Some(match unfenced {
                     Some((start, bytes)) => (start, bytes + size_bytes),
@@ -669,12 +669,20 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 });
                 seqs.push(seq);
             }
-            self.pmem.fence();
+            self.flush_and_fence(unfenced);
             lane.fences += 1;
             lane.appends += 1;
         }
         self.finish_batch(&resolved, &seqs);
         Ok(seqs)
+    }
+
+    /// Starts the write-back of a batch's unfenced records, then fences.
+    fn flush_and_fence(&self, unfenced: Option<(usize, u64)>) {
+        if let Some((start, bytes)) = unfenced {
+            self.pmem.flush(start, bytes as usize);
+        }
+        self.pmem.fence();
     }
 
     fn finish_batch(&self, resolved: &[(Arc<Stream>, &[u8], u32)], seqs: &[u64]) {
@@ -684,18 +692,30 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         }
     }
 
-    /// Writes header and payload at the lane's tail and starts their write-back; the caller
-    /// fences. Returns the pool offset of the record.
-    fn write_record(&self, open: &OpenSegment, header: &RecordHeader, payload: &[u8]) -> usize {
+    /// Writes header and payload at the lane's tail; with `flush`, also starts their
+    /// write-back (batches flush their whole range once instead: a write-back in flight
+    /// makes the next record's lock acquisition wait for it). The caller fences. Returns the
+    /// pool offset of the record.
+    fn write_record(
+        &self,
+        open: &OpenSegment,
+        header: &RecordHeader,
+        payload: &[u8],
+        flush: bool,
+    ) -> usize {
         let offset = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
         let header_bytes = record::encode(header, open.key);
         self.pmem.write(offset, &header_bytes);
         if payload.len() >= NT_COPY_MIN_BYTES {
             self.pmem.write_nt(offset + RECORD_HEADER_BYTES, payload);
-            self.pmem.flush(offset, RECORD_HEADER_BYTES);
+            if flush {
+                self.pmem.flush(offset, RECORD_HEADER_BYTES);
+            }
         } else {
             self.pmem.write(offset + RECORD_HEADER_BYTES, payload);
-            self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
+            if flush {
+                self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
+            }
         }
         offset
     }
@@ -727,8 +747,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     }
 
     /// The lane's open segment, with room for `size_bytes`; seals a full one and opens the
-    /// next. `unfenced` bytes in the current segment are flushed first, so the seal's fence
-    /// makes them durable before the segment reads as sealed.
+    /// next. `unfenced` bytes in the current segment are flushed and fenced first, so they
+    /// are durable before the segment reads as sealed.
     fn room_for(
         &self,
         lane: &mut Lane,
@@ -743,8 +763,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let fresh = self.take_segment(lane.lane_index, size_bytes)?;
         lane.fences += 2; // segment header, then its table entry
         if let Some(full) = lane.current.replace(fresh) {
-            if let Some((start, bytes)) = unfenced {
-                self.pmem.flush(start, bytes as usize);
+            // IMPORTANT: the records must be durable before the seal is. One fence for
+            // both would allow a crash image holding the seal but not the records.
+            if unfenced.is_some() {
+                self.flush_and_fence(unfenced);
+                lane.fences += 1;
             }
             self.settle_live(full.segment, lane);
             self.seal(full);

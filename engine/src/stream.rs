@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
@@ -80,10 +81,12 @@ pub(crate) struct Stream {
     pub id: StreamId,
     pub slot: u32,
     pub label: Vec<u8>,
-    state: Mutex<StreamState>,
+    /// Padded: streams are separate allocations that may sit side by side, and two threads
+    /// appending to two streams must not share a cache line.
+    state: CachePadded<Mutex<StreamState>>,
     /// Every seq below this is durable, hence readable. Writers advance it in seq order,
     /// each with one plain release store (no read-modify-write after the fence).
-    durable_next: AtomicU64,
+    durable_next: CachePadded<AtomicU64>,
 }
 
 impl Stream {
@@ -93,12 +96,12 @@ impl Stream {
             id,
             slot,
             label,
-            state: Mutex::new(StreamState {
+            state: CachePadded::new(Mutex::new(StreamState {
                 next_seq,
                 deleted: false,
                 index,
-            }),
-            durable_next: AtomicU64::new(next_seq),
+            })),
+            durable_next: CachePadded::new(AtomicU64::new(next_seq)),
         }
     }
 

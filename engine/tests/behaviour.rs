@@ -311,8 +311,31 @@ fn stats_after_reopen_count_live_data() {
     }
     let before = log.stats();
     assert_eq!(before.live_records, 100);
-    assert_eq!(before.live_bytes, 100 * 1088, "on-media bytes: header + payload + padding");
+    assert_eq!(
+        before.live_bytes,
+        100 * 1088,
+        "on-media bytes: header + payload + padding"
+    );
     let (log, _) = Log::open(log.close(), common::options(2)).unwrap();
     let after = log.stats();
-    assert_eq!((after.live_records, after.live_bytes), (before.live_records, before.live_bytes));
+    assert_eq!(
+        (after.live_records, after.live_bytes),
+        (before.live_records, before.live_bytes)
+    );
+}
+
+#[test]
+fn batch_crossing_segments_leaves_nothing_unpersisted() {
+    let log = sim_log(512 * 1024);
+    let s = log.create_stream(b"s").unwrap();
+    for round in 0..40usize {
+        let payloads: Vec<Vec<u8>> = (0..5)
+            .map(|i| vec![(round + i) as u8 | 1; 100 + 97 * i])
+            .collect();
+        let batch: Vec<(StreamId, &[u8])> = payloads.iter().map(|p| (s, p.as_slice())).collect();
+        log.append_batch(&batch).unwrap();
+        if let Err(unpersisted) = log.pmem().check_all_persisted() {
+            panic!("round {round}: {unpersisted}");
+        }
+    }
 }
