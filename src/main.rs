@@ -127,7 +127,9 @@ enum CliError {
     Bench(#[from] pstream::bench::BenchError),
     /// `PmemError` messages already name the pool's path.
     #[error("{source}")]
-    Pool { source: pstream::pmem_emul::PmemError },
+    Pool {
+        source: pstream::pmem_emul::PmemError,
+    },
     #[error("pool {path}: {source}")]
     Engine {
         path: PathBuf,
@@ -380,7 +382,8 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
 fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
     use pstream::pmem_emul::{MmapPool, PoolOptions};
     let path = args.pool.clone();
-    let pool = MmapPool::open(&path, PoolOptions::default()).map_err(|source| CliError::Pool { source })?;
+    let pool = MmapPool::open(&path, PoolOptions::default())
+        .map_err(|source| CliError::Pool { source })?;
     let report = pstream::engine::verify(&pool).map_err(|source| CliError::Engine {
         path: path.clone(),
         source,
