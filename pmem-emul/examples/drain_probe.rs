@@ -40,7 +40,10 @@ fn main() {
                         s.spawn(move || run(pool, t * (32 << 20), size, rmw, counter))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().expect("thread")).collect()
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
             });
             let two_rate = two.iter().map(|ns| 1e3 / ns).sum::<f64>();
             println!(
