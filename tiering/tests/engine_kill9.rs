@@ -1,0 +1,195 @@
+//! kill -9 during heavy migration on real files: a child process (this test binary,
+//! re-executed) appends from two threads into a small mmap pool while the background migrator
+//! moves every sealed segment to `POOL.cold/`, and reports each acknowledgement on stdout.
+//! The parent SIGKILLs it at a random instant, reopens pool and cold directory and checks
+//! every acknowledged record, byte for byte, from whichever tier holds it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
+use pstream_engine::{LogConfig, OpenOptions, StreamId};
+use pstream_tiering::{
+    create_tiered, default_cold_dir, open_tiered, Migrator, MigratorPolicy, TierConfig, TieredLog,
+};
+
+const CHILD_ENV: &str = "PSTREAM_TIER_KILL9_CHILD_POOL";
+const POOL_BYTES: usize = 16 << 20;
+
+fn payload(label: u8, seq: u64) -> Vec<u8> {
+    let len = 200 + ((seq * 37 + u64::from(label) * 11) % 3000) as usize;
+    (0..len)
+        .map(|i| (seq as usize + i / 8) as u8 ^ label)
+        .collect()
+}
+
+fn open_or_create(path: &Path) -> TieredLog<MmapPool> {
+    let cold_dir = default_cold_dir(path);
+    let tier = TierConfig::default();
+    let options = OpenOptions { lane_count: 4 };
+    if path.exists() {
+        let pool = MmapPool::open(path, PoolOptions::default()).expect("open pool");
+        open_tiered(pool, &cold_dir, &tier, options)
+            .expect("recover")
+            .0
+    } else {
+        let pool = MmapPool::create(path, POOL_BYTES, PoolOptions::default()).expect("create");
+        let config = LogConfig {
+            segment_size_bytes: 1 << 20,
+            stream_slot_count: 16,
+        };
+        create_tiered(pool, &cold_dir, &tier, config, options).expect("format")
+    }
+}
+
+/// Child mode: one appending thread per stream (so each seq is known before the append)
+/// until killed; prints `ack <label> <seq>`.
+#[test]
+fn kill9_tier_child_entry() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let log = Arc::new(open_or_create(Path::new(&path)));
+    while log.list_streams().len() < 2 {
+        let label = [b'0' + log.list_streams().len() as u8];
+        log.create_stream(&label).expect("create");
+    }
+    let streams: Vec<(StreamId, u8)> = log
+        .list_streams()
+        .into_iter()
+        .map(|s| (s.id, s.label[0] - b'0'))
+        .collect();
+    let policy = MigratorPolicy {
+        min_idle_ms: 0,
+        start_occupancy: 0.5,
+        stop_occupancy: 0.25,
+        interval: Duration::from_millis(2),
+        ..MigratorPolicy::default()
+    };
+    let migrator = Migrator::start(Arc::clone(&log), policy);
+    println!("ready");
+    std::thread::scope(|scope| {
+        for &(id, label) in &streams {
+            let migrator = &migrator;
+            scope.spawn(move || loop {
+                let seq = migrator.log().bounds(id).expect("bounds").1;
+                let bytes = payload(label, seq);
+                match migrator.append(id, &bytes, Duration::from_secs(30)) {
+                    Ok(acked) => {
+                        assert_eq!(acked, seq);
+                        println!("ack {label} {seq}");
+                    }
+                    Err(e) => panic!("append failed: {e}"),
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn kill9_during_migration_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool_path = dir.path().join("tier.pool");
+    let exe = std::env::current_exe().expect("test binary");
+    let rounds: u64 = std::env::var("PSTREAM_TIER_KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut rng = SplitMix64::new(0x7_1e55);
+    let mut total_acks = 0usize;
+    let mut cold_total = 0u64;
+    for round in 0..rounds {
+        let spawned = Instant::now();
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "kill9_tier_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &pool_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("piped");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut acks: Vec<(u8, u64)> = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                match parts.as_slice() {
+                    // libtest may print "test <name> ... " on the same line first.
+                    [.., "ready"] => {
+                        let _ = ready_tx.send(());
+                    }
+                    ["ack", label, seq] => {
+                        acks.push((label.parse().unwrap(), seq.parse().unwrap()))
+                    }
+                    _ => {}
+                }
+            }
+            acks
+        });
+        // Kill after the child is appending (recovery time does not count).
+        let _ = ready_rx.recv_timeout(Duration::from_secs(30));
+        let run_for = Duration::from_millis(300 + rng.below(500));
+        let started = Instant::now();
+        while started.elapsed() < run_for {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        let acks = reader.join().expect("reader");
+        total_acks += acks.len();
+
+        let checked = Instant::now();
+        let log = open_or_create(&pool_path);
+        let by_label: HashMap<u8, StreamId> = log
+            .list_streams()
+            .into_iter()
+            .map(|s| (s.label[0] - b'0', s.id))
+            .collect();
+        for (label, seq) in &acks {
+            let id = by_label[label];
+            let record = log
+                .read(id, *seq)
+                .unwrap_or_else(|e| panic!("round {round}: acked {label}/{seq} lost: {e}"));
+            assert_eq!(
+                record.payload(),
+                &payload(*label, *seq)[..],
+                "round {round}: {label}/{seq} differs"
+            );
+            cold_total += u64::from(record.is_cold());
+        }
+        // Every stream is dense up to its tail (acks in flight included): spot checks.
+        for (label, id) in &by_label {
+            let (first, next) = log.bounds(*id).expect("bounds");
+            assert_eq!(first, 0);
+            for _ in 0..200.min(next) {
+                let seq = rng.below(next);
+                let record = log.read(*id, seq).expect("dense stream");
+                assert_eq!(record.payload(), &payload(*label, seq)[..]);
+            }
+        }
+        println!(
+            "round {round}: {} acks, checked in {:?} ({:?} since spawn)",
+            acks.len(),
+            checked.elapsed(),
+            spawned.elapsed()
+        );
+        let (pool, _cold) = log.close_with_cold();
+        pool.close().expect("close");
+    }
+    println!("tier kill9: {rounds} rounds, {total_acks} acks, {cold_total} read cold");
+    assert!(total_acks > 1000, "too few acknowledgements: {total_acks}");
+    assert!(
+        cold_total > 0,
+        "no acknowledged record was read from the cold tier"
+    );
+}
