@@ -254,8 +254,8 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
 /// to the kernel, behind a placeholder header patched when the block closes (blocks close
 /// where the chunk ends, so no open block outlives a `fill`). A block that does not fit, and
 /// every compressed block, is built aside and emitted into the buffer, its overflow kept in
-/// `carry` for the next chunk. A payload's crc is computed once (or taken from the caller)
-/// and folded into its block's crc with `crc32fast::Hasher::combine`.
+/// `carry` for the next chunk. Checksums are computed over the copies while they are hot in
+/// cache; a record's crc is taken from the caller when it has one.
 struct Encoder<'c, R: Iterator> {
     records: std::iter::Peekable<R>,
     config: &'c ColdWriterConfig,
@@ -267,10 +267,9 @@ struct Encoder<'c, R: Iterator> {
     block: Vec<u8>,
     /// Position of the open block's placeholder header in the current chunk buffer.
     direct_header_at: Option<usize>,
-    /// Index entries, payload bytes, running crc and file offset of the open block.
+    /// Index entries, payload bytes and file offset of the open block.
     block_records: Vec<RecordEntry>,
     block_len_bytes: usize,
-    block_hasher: crc32fast::Hasher,
     block_offset: u64,
     /// Encoded bytes waiting for the next chunk: `carry[carry_pos..]`.
     carry: Vec<u8>,
@@ -335,7 +334,6 @@ where
             direct_header_at: None,
             block_records: Vec::new(),
             block_len_bytes: 0,
-            block_hasher: crc32fast::Hasher::new(),
             block_offset: 0,
             stream_end: carry.len() as u64,
             carry,
@@ -420,7 +418,6 @@ where
                 return self.close_aside(buf, want);
             }
         } else {
-            self.block_hasher = crc32fast::Hasher::new();
             self.block_len_bytes = 0;
             let raw = self.config.compression == Compression::None;
             if raw && BLOCK_HEADER_BYTES + next_len <= space {
@@ -451,30 +448,27 @@ where
             payload_crc,
         } = record;
         let len_bytes = payload.len();
-        let hasher = match payload_crc {
-            // The caller's crc stands for the bytes: no pass over them here.
-            Some(crc) => crc32fast::Hasher::new_with_initial_len(crc, len_bytes as u64),
-            None => {
-                let mut hasher = crc32fast::Hasher::new();
-                hasher.update(payload);
-                hasher
-            }
+        // The copy is the only pass over the source; crcs are computed over the copy while
+        // it is still in cache. A caller's crc stands for the bytes as they were appended.
+        let copy: &[u8] = if self.direct_header_at.is_some() {
+            let start = buf.len();
+            buf.extend_from_slice(payload);
+            self.stream_end += len_bytes as u64;
+            &buf.as_slice()[start..]
+        } else {
+            let start = self.block.len();
+            self.block.extend_from_slice(payload);
+            &self.block[start..]
         };
-        self.block_hasher.combine(&hasher);
+        let payload_crc = payload_crc.unwrap_or_else(|| crc32(&[copy]));
         self.block_records.push(RecordEntry {
             stream_id,
             seq,
             block_no: self.blocks.len() as u32,
             offset_in_block: self.block_len_bytes as u32,
             len_bytes: len_bytes as u32,
-            payload_crc: hasher.finalize(),
+            payload_crc,
         });
-        if self.direct_header_at.is_some() {
-            buf.extend_from_slice(payload);
-            self.stream_end += len_bytes as u64;
-        } else {
-            self.block.extend_from_slice(payload);
-        }
         self.block_len_bytes += len_bytes;
         self.payload_bytes += len_bytes as u64;
     }
@@ -484,7 +478,8 @@ where
         let Some(at) = self.direct_header_at.take() else {
             return;
         };
-        let crc = self.block_hasher.clone().finalize();
+        let block_start = at + BLOCK_HEADER_BYTES;
+        let crc = crc32(&[&buf.as_slice()[block_start..block_start + self.block_len_bytes]]);
         let header = BlockHeader {
             block_no: self.blocks.len() as u32,
             uncompressed_len: self.block_len_bytes as u32,
@@ -506,7 +501,7 @@ where
             return Ok(());
         }
         debug_assert_eq!(self.block.len(), self.block_len_bytes);
-        let uncompressed_crc = self.block_hasher.clone().finalize();
+        let uncompressed_crc = crc32(&[&self.block]);
         let compressed = self.compress()?;
         let stored: &[u8] = if compressed {
             &self.compressed
