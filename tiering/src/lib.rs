@@ -104,20 +104,20 @@ mod rng;
 mod store;
 mod writer;
 
+pub use engine_tier::{
+    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_tiered, open_tiered_with,
+    EngineColdTier, TierConfig, TieredError, TieredLog,
+};
 pub use error::{CorruptKind, DecodeError, IoOp, Result, Structure, TieringError};
 pub use format::{ColdFileIndex, Compression, RecordEntry};
 pub use io::{
     CountdownFault, DirectIo, FaultSpec, FaultyIo, IoBuf, IoFile, SegmentIo, StdIo, UringConfig,
     UringIo,
 };
-pub use raw::{measure_raw_ssd, measure_raw_ssd_with, RawSsdBandwidth, RAW_PROBE_NAME};
-pub use store::{ColdStats, ColdStore, ColdStoreConfig, OpenReport, QuarantinedFile};
-pub use writer::{ColdRecord, ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
-pub use engine_tier::{
-    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_tiered,
-    open_tiered_with, EngineColdTier, TierConfig, TieredError, TieredLog,
-};
 pub use migrator::{
     append_with_backpressure, occupancy, Migrator, MigratorHandle, MigratorPolicy, MigratorStats,
     PassReport,
 };
+pub use raw::{measure_raw_ssd, measure_raw_ssd_with, RawSsdBandwidth, RAW_PROBE_NAME};
+pub use store::{ColdStats, ColdStore, ColdStoreConfig, OpenReport, QuarantinedFile};
+pub use writer::{ColdRecord, ColdSegmentHandle, ColdWriter, ColdWriterConfig, SourceSegment};
