@@ -5,6 +5,7 @@
 
 mod crashtest_cmd;
 mod demo;
+mod tier_cmd;
 
 use std::error::Error as _;
 use std::io::{IsTerminal, Write};
@@ -39,6 +40,9 @@ enum Command {
     /// Fault-injection campaign: seeded workloads checked against the crash oracle at every
     /// fence, SSD crash points and faults, kill -9 rounds; exits non-zero on a violation.
     Crashtest(crashtest_cmd::CrashtestArgs),
+    /// Show a pool and its cold tier: segments by state, bytes hot and cold, compression
+    /// ratio, pending migrations, streams (opens, and so recovers, the pool).
+    Inspect(tier_cmd::InspectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +53,9 @@ enum BenchCommand {
     Recovery(pstream::bench::cli::RecoveryArgs),
     /// Agent layer: fan-out to N recipients with durable acks; ephemeral round trips.
     Agent(pstream::bench::cli::AgentArgs),
+    /// Tiering: migration and cold-read throughput against the raw SSD, appends while
+    /// migrating against idle, on a small pool the migrator must drain.
+    Tier(tier_cmd::BenchTierArgs),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +154,8 @@ enum CliError {
     Demo(#[from] demo::DemoError),
     #[error(transparent)]
     Crashtest(#[from] crashtest_cmd::CrashtestCmdError),
+    #[error(transparent)]
+    Tier(#[from] tier_cmd::TierCmdError),
 }
 
 const MIB_BYTES: usize = 1 << 20;
@@ -168,6 +177,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => run_verify(&args),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),
         Command::Crashtest(args) => crashtest_cmd::run(&args).map_err(CliError::from),
+        Command::Inspect(args) => tier_cmd::run_inspect(&args).map_err(CliError::from),
+        Command::Bench(BenchCommand::Tier(args)) => {
+            tier_cmd::run_bench_tier(&args).map_err(CliError::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

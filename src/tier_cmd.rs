@@ -1,0 +1,424 @@
+//! `pstream inspect` (a pool and its cold tier: segments by state, bytes hot and cold,
+//! compression ratio, pending migrations, streams) and `pstream bench tier` (migration and
+//! cold-read throughput against the raw SSD bandwidth measured in the same run, and append
+//! throughput while migrating against idle).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use pstream::engine::{EngineError, LogConfig, OpenOptions, SegmentState, StreamId};
+use pstream::pmem_emul::{MmapPool, PmemError, PoolOptions};
+use pstream::tiering::{
+    append_with_backpressure, create_tiered, default_cold_dir, measure_raw_ssd, open_tiered,
+    Compression, Migrator, MigratorPolicy, TierConfig, TieredError, TieredLog, TieringError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TierCmdError {
+    #[error("{0}")]
+    Pool(#[from] PmemError),
+    #[error("{0}")]
+    Tiered(#[from] TieredError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("raw SSD measurement: {0}")]
+    Raw(#[from] TieringError),
+    #[error("{what} {path}: {source}")]
+    Fs {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("--size {size_bytes} is too small: the bench needs at least 16 MiB")]
+    TooSmall { size_bytes: u64 },
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Pool file
+    #[arg(long, value_name = "PATH")]
+    pool: PathBuf,
+    /// Cold directory [default: PATH.cold]
+    #[arg(long = "cold-dir", value_name = "DIR")]
+    cold_dir: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn write_out(text: &str) -> Result<(), TierCmdError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").map_err(TierCmdError::Stdout)?;
+    stdout.flush().map_err(TierCmdError::Stdout)
+}
+
+/// Opens (and recovers) the pool with its cold directory and reports what is where.
+pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
+    let cold_dir = args
+        .cold_dir
+        .clone()
+        .unwrap_or_else(|| default_cold_dir(&args.pool));
+    let pool = MmapPool::open(&args.pool, PoolOptions::default())?;
+    let (log, report) = open_tiered(
+        pool,
+        &cold_dir,
+        &TierConfig::default(),
+        OpenOptions::default(),
+    )?;
+    let infos = log.segment_infos();
+    let mut by_state = serde_json::Map::new();
+    for state in [
+        SegmentState::Free,
+        SegmentState::Open,
+        SegmentState::Sealed,
+        SegmentState::Migrating,
+        SegmentState::Cold,
+        SegmentState::Scrubbing,
+    ] {
+        let count = infos.iter().filter(|info| info.state == state).count();
+        by_state.insert(state.as_str().to_owned(), count.into());
+    }
+    let pending = infos
+        .iter()
+        .filter(|info| info.state == SegmentState::Sealed && !info.scrub_pending)
+        .count();
+    let tier = log.tier_stats();
+    let hot_live_bytes = log.stats().live_bytes.saturating_sub(tier.cold_live_bytes);
+    let cold = log.cold().store().stats();
+    let streams: Vec<serde_json::Value> = log
+        .list_streams()
+        .into_iter()
+        .map(|stream| {
+            serde_json::json!({
+                "id": stream.id.to_string(),
+                "label": String::from_utf8_lossy(&stream.label),
+                "first_seq": stream.first_seq,
+                "next_seq": stream.next_seq,
+            })
+        })
+        .collect();
+    let value = serde_json::json!({
+        "pool": args.pool.display().to_string(),
+        "cold_dir": cold_dir.display().to_string(),
+        "segment_size_bytes": log.segment_size_bytes(),
+        "segments": infos.len(),
+        "segments_by_state": by_state,
+        "pending_migrations": pending,
+        "hot_live_bytes": hot_live_bytes,
+        "cold_segments": tier.cold_segments,
+        "cold_live_bytes": tier.cold_live_bytes,
+        "cold_stored_bytes": cold.bytes_stored,
+        "cold_uncompressed_bytes": cold.bytes_uncompressed,
+        "compression_ratio": cold.compression_ratio(),
+        "damaged_cold_files": log.cold().damaged(),
+        "recovery_cold_files_discarded": report.cold_files_discarded,
+        "streams": streams,
+    });
+    if args.json {
+        return write_out(&serde_json::to_string(&value)?);
+    }
+    let mut text = format!(
+        "pool {} ({} segments of {} B), cold dir {}\n",
+        args.pool.display(),
+        infos.len(),
+        log.segment_size_bytes(),
+        cold_dir.display()
+    );
+    for (state, count) in &by_state {
+        text.push_str(&format!("  {state:<10} {count}\n"));
+    }
+    text.push_str(&format!(
+        "pending migrations (sealed): {pending}\nhot live bytes: {hot_live_bytes}\n\
+         cold: {} segments, {} B stored, {} B uncompressed, compression ratio {:.2}\nstreams:",
+        tier.cold_segments,
+        cold.bytes_stored,
+        cold.bytes_uncompressed,
+        cold.compression_ratio()
+    ));
+    for stream in log.list_streams() {
+        text.push_str(&format!(
+            "\n  {} {:?} seqs {}..{}",
+            stream.id,
+            String::from_utf8_lossy(&stream.label),
+            stream.first_seq,
+            stream.next_seq
+        ));
+    }
+    write_out(&text)
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTierArgs {
+    /// Directory of the pool file [default: a temporary directory, removed afterwards]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Cold (SSD) directory [default: POOL.cold]
+    #[arg(long = "ssd-dir", value_name = "DIR")]
+    ssd_dir: Option<PathBuf>,
+    /// Pool size in bytes (small, so the migrator must run)
+    #[arg(long = "size", value_name = "BYTES", default_value_t = 64 << 20)]
+    size_bytes: u64,
+    /// Time budget of the append phases, in seconds
+    #[arg(long, value_name = "S", default_value_t = 4.0)]
+    seconds: f64,
+    /// zstd level of cold segments (0: no compression)
+    #[arg(long = "compress", value_name = "LEVEL", default_value_t = 0)]
+    compress_level: i32,
+    /// Print one JSON object as the last line of stdout instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+const SEGMENT_BYTES: u64 = 1 << 20;
+const PAYLOAD_BYTES: usize = 1024;
+
+fn mib_per_sec(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+fn occupancy(log: &TieredLog<MmapPool>) -> f64 {
+    pstream::tiering::occupancy(&log.segment_infos())
+}
+
+/// Appends until occupancy reaches `until` or `budget` passes; returns (ops, elapsed).
+fn append_until(
+    log: &TieredLog<MmapPool>,
+    ids: &[StreamId],
+    payload: &[u8],
+    until: f64,
+    budget: Duration,
+) -> Result<(u64, Duration), TierCmdError> {
+    let started = Instant::now();
+    let mut ops = 0u64;
+    while started.elapsed() < budget {
+        for _ in 0..64 {
+            let id = ids[(ops % ids.len() as u64) as usize];
+            append_with_backpressure(log, id, payload, Duration::from_secs(10))?;
+            ops += 1;
+        }
+        if occupancy(log) >= until {
+            break;
+        }
+    }
+    Ok((ops, started.elapsed()))
+}
+
+fn progress(json: bool, steps: u64) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template("{msg:<28} [{bar:40}] {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Fills a small pool so the migrator must run and reports throughputs against the raw SSD.
+pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
+    if args.size_bytes < 16 << 20 {
+        return Err(TierCmdError::TooSmall {
+            size_bytes: args.size_bytes,
+        });
+    }
+    let temp = match &args.dir {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let dir = args
+        .dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.0.clone()))
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| TierCmdError::Fs {
+        what: "creating",
+        path: dir.clone(),
+        source,
+    })?;
+    let pool_path = dir.join(format!("bench-tier-{}.pool", std::process::id()));
+    let ssd_dir = args
+        .ssd_dir
+        .clone()
+        .unwrap_or_else(|| default_cold_dir(&pool_path));
+    let bar = progress(args.json, 6);
+    let result = bench(args, &pool_path, &ssd_dir, &bar);
+    bar.finish_and_clear();
+    // Clean up what the bench made (the cold files, the pool).
+    let _ = std::fs::remove_file(&pool_path);
+    if args.ssd_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&ssd_dir);
+    } else if let Ok(entries) = std::fs::read_dir(&ssd_dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("seg-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    drop(temp);
+    let value = result?;
+    if args.json {
+        return write_out(&serde_json::to_string(&value)?);
+    }
+    write_out(&serde_json::to_string_pretty(&value)?)?;
+    write_out(&serde_json::to_string(&value)?)
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<TempDir, TierCmdError> {
+    let path = std::env::temp_dir().join(format!("pstream-bench-tier-{}", std::process::id()));
+    std::fs::create_dir_all(&path).map_err(|source| TierCmdError::Fs {
+        what: "creating",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(TempDir(path))
+}
+
+fn bench(
+    args: &BenchTierArgs,
+    pool_path: &Path,
+    ssd_dir: &Path,
+    bar: &ProgressBar,
+) -> Result<serde_json::Value, TierCmdError> {
+    let phase = Duration::from_secs_f64((args.seconds / 2.0).max(0.2));
+    let mut tier = TierConfig::default();
+    if args.compress_level != 0 {
+        tier.store.writer.compression = Compression::Zstd {
+            level: args.compress_level,
+        };
+    }
+    let io_size_bytes = tier.store.writer.chunk_bytes;
+
+    bar.set_message("raw SSD bandwidth");
+    std::fs::create_dir_all(ssd_dir).map_err(|source| TierCmdError::Fs {
+        what: "creating",
+        path: ssd_dir.to_path_buf(),
+        source,
+    })?;
+    let (raw_write, raw_read) = measure_raw_ssd(ssd_dir, io_size_bytes, args.size_bytes)?;
+    bar.inc(1);
+
+    bar.set_message("idle appends");
+    let data_bytes = (args.size_bytes / SEGMENT_BYTES * SEGMENT_BYTES) as usize;
+    let pool = MmapPool::create(pool_path, data_bytes, PoolOptions::default())?;
+    let config = LogConfig {
+        segment_size_bytes: SEGMENT_BYTES,
+        stream_slot_count: 64,
+    };
+    let log = Arc::new(create_tiered(
+        pool,
+        ssd_dir,
+        &tier,
+        config,
+        OpenOptions::default(),
+    )?);
+    let ids = [log.create_stream(b"hot")?, log.create_stream(b"aged")?];
+    let payload: Vec<u8> = (0..PAYLOAD_BYTES)
+        .map(|i| (i / 16) as u8 ^ (i as u8).wrapping_mul(31))
+        .collect();
+    let (idle_ops, idle_time) = append_until(&log, &ids, &payload, 0.35, phase)?;
+    bar.inc(1);
+
+    // Fill up to 70%, drop a slice of "aged" (dead bytes are dropped, not migrated), then
+    // append into the rest while the migrator drains.
+    bar.set_message("appends while migrating");
+    append_until(&log, &ids, &payload, 0.7, Duration::from_secs(60))?;
+    let (_, aged_next) = log.bounds(ids[1])?;
+    log.trim(ids[1], aged_next / 4)?;
+    let policy = MigratorPolicy {
+        min_idle_ms: 0,
+        start_occupancy: 0.5,
+        stop_occupancy: 0.2,
+        interval: Duration::from_millis(1),
+        max_migrations_per_pass: 1,
+    };
+    let migrator = Migrator::start(Arc::clone(&log), policy);
+    let before = migrator.stats().migrations;
+    let (busy_ops, busy_time) = append_until(&log, &ids, &payload, 1.1, phase)?;
+    let during = migrator.stats().migrations - before;
+    let migrator_stats = migrator.stop();
+    bar.inc(1);
+
+    bar.set_message("migration throughput");
+    append_until(&log, &ids, &payload, 0.9, Duration::from_secs(60))?;
+    let started = Instant::now();
+    let mut migrated_bytes = 0u64;
+    let mut stored_bytes = 0u64;
+    for info in log.segment_infos() {
+        if info.state == SegmentState::Sealed && !info.scrub_pending {
+            let outcome = log.migrate_segment(info.index)?;
+            migrated_bytes += outcome.payload_bytes;
+            stored_bytes += outcome.stored_bytes;
+        }
+    }
+    let migrate_time = started.elapsed();
+    log.reclaim();
+    bar.inc(1);
+
+    bar.set_message("cold reads");
+    let started = Instant::now();
+    let mut cold_bytes = 0u64;
+    for id in ids {
+        let (first, next) = log.bounds(id)?;
+        for seq in first..next {
+            let record = log.read(id, seq)?;
+            if record.is_cold() {
+                cold_bytes += record.payload().len() as u64;
+            }
+        }
+    }
+    let cold_read_time = started.elapsed();
+    bar.inc(1);
+
+    let tier_stats = log.tier_stats();
+    let cold = log.cold().store().stats();
+    let migrate = mib_per_sec(migrated_bytes, migrate_time);
+    let cold_read = mib_per_sec(cold_bytes, cold_read_time);
+    let idle = idle_ops as f64 / idle_time.as_secs_f64().max(1e-9);
+    let busy = busy_ops as f64 / busy_time.as_secs_f64().max(1e-9);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    bar.inc(1);
+    Ok(serde_json::json!({
+        "bench": "tier",
+        "pool_bytes": data_bytes,
+        "segment_size_bytes": SEGMENT_BYTES,
+        "payload_bytes": PAYLOAD_BYTES,
+        "io_size_bytes": io_size_bytes,
+        "compress_level": args.compress_level,
+        "ssd_dir": ssd_dir.display().to_string(),
+        "migrate_mib_per_sec": migrate,
+        "migrate_stored_mib_per_sec": mib_per_sec(stored_bytes, migrate_time),
+        "cold_read_mib_per_sec": cold_read,
+        "append_ops_per_sec_idle": idle,
+        "append_ops_per_sec_while_migrating": busy,
+        "migrations_during_append_phase": during,
+        "bytes_migrated": tier_stats.bytes_migrated,
+        "bytes_dropped_dead": tier_stats.bytes_dropped_dead,
+        "migration_failures": tier_stats.migration_failures + migrator_stats.failures,
+        "compression_ratio": cold.compression_ratio(),
+        "ssd_write_mib_per_sec_raw": raw_write,
+        "ssd_read_mib_per_sec_raw": raw_read,
+        "migrate_vs_raw_write": ratio(migrate, raw_write),
+        "cold_read_vs_raw_read": ratio(cold_read, raw_read),
+        "append_while_migrating_vs_idle": ratio(busy, idle),
+        "target_migrate_vs_raw_write": 0.8,
+        "target_cold_read_vs_raw_read": 0.8,
+        "target_append_while_migrating_vs_idle": 0.85,
+    }))
+}
