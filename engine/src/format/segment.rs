@@ -255,7 +255,7 @@ impl SegmentEntry {
         // damage, and must not silently roll the state back.
         let torn_successor_of = |half: &[u8], other_seq: u64| {
             let seq = le_u64(half, E_UPDATE_SEQ_OFFSET);
-            seq == 0 || seq + 1 == other_seq
+            seq == 0 || seq.checked_add(1) == Some(other_seq)
         };
         match (&slots[0], &slots[1]) {
             (Ok(Some(a)), Ok(Some(b))) => match a.update_seq.cmp(&b.update_seq) {
@@ -375,6 +375,16 @@ mod tests {
             SegmentEntry::decode_pair(&damaged),
             Err(EntryError::ChecksumMismatch)
         );
+    }
+
+    #[test]
+    fn maximal_update_counter_does_not_overflow() {
+        // Found by the segment_entry fuzz target: a damaged slot whose counter is u64::MAX.
+        let mut pair = [0u8; SEGMENT_ENTRY_BYTES];
+        pair[..64].copy_from_slice(&entry(1, SegmentState::Open).encode());
+        pair[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
+        pair[72] = 0x55;
+        assert_eq!(SegmentEntry::decode_pair(&pair), Err(EntryError::ChecksumMismatch));
     }
 
     #[test]
