@@ -384,7 +384,10 @@ mod tests {
         pair[..64].copy_from_slice(&entry(1, SegmentState::Open).encode());
         pair[64..72].copy_from_slice(&u64::MAX.to_le_bytes());
         pair[72] = 0x55;
-        assert_eq!(SegmentEntry::decode_pair(&pair), Err(EntryError::ChecksumMismatch));
+        assert_eq!(
+            SegmentEntry::decode_pair(&pair),
+            Err(EntryError::ChecksumMismatch)
+        );
     }
 
     #[test]
