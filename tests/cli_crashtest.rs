@@ -49,7 +49,7 @@ fn crashtest_json_reports_a_clean_campaign() {
 
 #[test]
 fn replay_is_deterministic() {
-    // Seed 4 runs the tiering case, seed 5 the single-writer engine case.
+    // Seed 4 runs the cold-tier case, seed 5 engine and cold tier together (see CaseKind).
     for seed in ["4", "5"] {
         let run = || {
             let output = pstream()

@@ -15,6 +15,7 @@ use crate::engine_case::{
 use crate::error::Result;
 use crate::hash::TraceHash;
 use crate::kill::{run_kill_rounds, KillFiles};
+use crate::migration_case::{generate_migration, migration_budget, run_migration_ops};
 use crate::report::{CaseKind, CaseReport, Tally, Violation};
 use crate::shim_case::{generate_shim, run_shim_ops, ShimBudget, ShimOp};
 use crate::threads_case::run_threads;
@@ -33,6 +34,8 @@ pub struct Budgets {
     pub shim_ops: usize,
     pub shim: ShimBudget,
     pub tiering: TieringBudget,
+    pub migration_ops: usize,
+    pub migration: EngineBudget,
     /// Time allowed for shrinking a failing case.
     pub shrink_time: Duration,
 }
@@ -55,6 +58,8 @@ impl Default for Budgets {
             shim_ops: 40,
             shim: ShimBudget::default(),
             tiering: TieringBudget::default(),
+            migration_ops: 90,
+            migration: migration_budget(),
             shrink_time: Duration::from_secs(60),
         }
     }
@@ -83,6 +88,11 @@ impl Budgets {
                 images_per_crash_point: 1,
                 recovery_crash_steps: 2,
             },
+            migration_ops: 30,
+            migration: EngineBudget {
+                images_max: 150,
+                ..migration_budget()
+            },
             shrink_time: Duration::from_secs(10),
             ..Budgets::default()
         }
@@ -92,6 +102,7 @@ impl Budgets {
 /// The operations a case runs, for traces.
 enum Plan {
     Engine(Vec<EngineOp>),
+    Migration(Vec<EngineOp>),
     Shim(Vec<ShimOp>),
     Other,
 }
@@ -105,6 +116,7 @@ fn plan(seed: u64, kind: CaseKind, budgets: &Budgets) -> Plan {
             budgets.interleaved_rounds,
         )),
         CaseKind::Shim => Plan::Shim(generate_shim(seed, budgets.shim_ops)),
+        CaseKind::Migration => Plan::Migration(generate_migration(seed, budgets.migration_ops)),
         CaseKind::EngineThreads | CaseKind::Tiering => Plan::Other,
     }
 }
@@ -144,6 +156,24 @@ pub fn run_case(seed: u64, budgets: &Budgets, shrink: bool) -> Result<CaseReport
                     .iter()
                     .map(ToString::to_string)
                     .collect()
+                } else {
+                    prefix_trace(&ops, violation)
+                };
+            }
+        }
+        Plan::Migration(ops) => {
+            let run = run_migration_ops(seed, &ops, &budgets.migration)?;
+            absorb(&mut report, &run);
+            if let Some(violation) = &run.violation {
+                report.shrunk_trace = if shrink {
+                    let fails = |candidate: &[EngineOp]| {
+                        run_migration_ops(seed, candidate, &budgets.migration)
+                            .is_ok_and(|run| run.violation.is_some())
+                    };
+                    crate::shrink::shrink(&ops, fails, budgets.shrink_time)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
                 } else {
                     prefix_trace(&ops, violation)
                 };

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, Pmem, SimPmem, SplitMix64};
-use pstream_engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
+use pstream_engine::{
+    ColdTier, EngineError, Log, LogConfig, NoColdTier, OpenOptions, SegmentState, StreamId,
+};
+use pstream_tiering::{CountdownFault, FaultSpec};
 
 use crate::hash::TraceHash;
 use crate::oracle::{self, Model, NestedBudget, Pending, StreamModel};
@@ -80,6 +83,22 @@ pub enum EngineOp {
     Reclaim,
     /// Close the log and open it again (recovery on a clean pool, checked at every fence).
     Reopen,
+    /// Migrate every sealed segment to the cold tier (steps checked at every fence).
+    Migrate,
+    /// Migrate with an SSD fault at the `fail_at`-th cold I/O (`fault`: 0 EIO, 1 ENOSPC,
+    /// 2 short write, 3 misdirected write), once or from then on.
+    MigrateFaulty {
+        fail_at: u16,
+        fault: u8,
+        persistent: bool,
+    },
+    /// Migrate with the SSD crashing before its `fail_at`-th I/O, then crash the whole
+    /// system: a seeded persistent-memory crash image plus a seeded SSD crash image are
+    /// recovered together, checked, and the workload goes on from there.
+    CrashRestart {
+        fail_at: u16,
+        image: u8,
+    },
 }
 
 impl fmt::Display for EngineOp {
@@ -102,8 +121,28 @@ impl fmt::Display for EngineOp {
             } => write!(f, "trim s{stream} keep {keep_per_mille}/1000"),
             EngineOp::Reclaim => write!(f, "reclaim"),
             EngineOp::Reopen => write!(f, "reopen"),
+            EngineOp::Migrate => write!(f, "migrate sealed segments"),
+            EngineOp::MigrateFaulty {
+                fail_at,
+                fault,
+                persistent,
+            } => write!(
+                f,
+                "migrate with {} at cold I/O {fail_at} (persistent: {persistent})",
+                fault_name(*fault)
+            ),
+            EngineOp::CrashRestart { fail_at, image } => write!(
+                f,
+                "migrate, SSD crash before cold I/O {fail_at}, system crash (image {image}), \
+                 recover"
+            ),
         }
     }
+}
+
+/// The name of a `MigrateFaulty` fault code.
+pub fn fault_name(fault: u8) -> &'static str {
+    ["EIO", "ENOSPC", "short write", "misdirected write"][usize::from(fault % 4)]
 }
 
 /// Pool shape of engine cases.
@@ -295,6 +334,8 @@ pub(crate) struct HookState {
     pub trace: TraceHash,
     /// Whether image verdicts go into the trace hash (not with real threads).
     pub hash_images: bool,
+    /// A migration is in progress: its fences count as migration crash points.
+    pub migrating: bool,
 }
 
 impl HookState {
@@ -306,17 +347,19 @@ impl HookState {
             violation: None,
             trace: TraceHash::new(),
             hash_images,
+            migrating: false,
         }
     }
 }
 
 /// Installs a fence hook on `sim` that recovers and checks crash images at every fence.
-pub(crate) fn install_hook(
+pub(crate) fn install_hook<E: ColdEnv>(
     sim: &SimPmem,
     shared: Arc<Mutex<HookState>>,
     budget: EngineBudget,
     lane_count: usize,
     seed: u64,
+    env: Arc<E>,
 ) {
     sim.set_fence_hook(Some(Box::new(move |point: &CrashPoint<'_>| {
         let mut state = shared.lock();
@@ -326,16 +369,22 @@ pub(crate) fn install_hook(
             return;
         }
         state.tally.fences_checked += 1;
+        if state.migrating {
+            state.tally.migration_crash_points += 1;
+        }
         let fence = point.fence_index().unwrap_or(0);
         let model = state.model.clone();
         let op_index = state.op_index;
         let image_seed = seed ^ fence.wrapping_mul(0x2545_f491_4f6c_dd1d);
         let mut verdicts = TraceHash::new();
+        // The cold tier's durable state at this instant goes with every image of it.
+        let checker = env.image_checker(lane_count);
         let run =
             point.for_each_image(budget.exhaustive_max, budget.samples, image_seed, |image| {
                 state.tally.images += 1;
-                let mut verdict = oracle::check_image(image, &model, lane_count);
-                let nested_due = budget.recovery_crash_every > 0
+                let mut verdict = checker(image, &model);
+                let nested_due = E::NESTED_RECOVERY_CRASHES
+                    && budget.recovery_crash_every > 0
                     && state.tally.images % budget.recovery_crash_every == 0;
                 if verdict.is_ok() && nested_due {
                     let nested = NestedBudget {
@@ -395,13 +444,69 @@ impl SimBacked for SimPmem {
     }
 }
 
-struct Runner<P: SimBacked> {
-    log: Option<Log<P>>,
+/// Recovers one crash image (with whatever cold state goes with it) and checks it against
+/// the model; returns the digest of the recovered state.
+pub type ImageChecker = Box<dyn Fn(&[u8], &Model) -> Result<u64, String>>;
+
+/// The cold tier side of an engine workload: none ([`NoCold`]), or SSD files under fault
+/// injection ([`crate::migration_case::SsdCold`]).
+pub trait ColdEnv: Send + Sync + 'static {
+    type Tier: ColdTier;
+    /// Whether images are also crashed during their own recovery (nested images are
+    /// recovered without a cold tier, so only where there is none).
+    const NESTED_RECOVERY_CRASHES: bool;
+    /// A checker for the crash images of this instant (called at fences: it captures the
+    /// cold tier's durable state now).
+    fn image_checker(&self, lane_count: usize) -> ImageChecker;
+    /// Arms a fault for the coming cold I/O (`None` disarms).
+    fn arm(&self, spec: Option<FaultSpec>);
+    /// Whether a fault is armed (a failed migration is then expected).
+    fn armed(&self) -> bool;
+    /// Crashes the SSD now, materializes its crash image `seed`, and returns a fresh cold
+    /// tier over it (the restart after a system crash).
+    fn reboot(&self, seed: u64) -> Result<Self::Tier, String>;
+    /// I/O faults injected so far.
+    fn faults_injected(&self) -> u64;
+}
+
+/// No cold tier: migrations fail (the segment stays), images recover without one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCold;
+
+impl ColdEnv for NoCold {
+    type Tier = NoColdTier;
+    const NESTED_RECOVERY_CRASHES: bool = true;
+
+    fn image_checker(&self, lane_count: usize) -> ImageChecker {
+        Box::new(move |image, model| oracle::check_image(image, model, lane_count))
+    }
+
+    fn arm(&self, _spec: Option<FaultSpec>) {}
+
+    fn armed(&self) -> bool {
+        true
+    }
+
+    fn reboot(&self, _seed: u64) -> Result<NoColdTier, String> {
+        Ok(NoColdTier)
+    }
+
+    fn faults_injected(&self) -> u64 {
+        0
+    }
+}
+
+pub(crate) struct Runner<P: SimBacked, E: ColdEnv> {
+    log: Option<Log<P, E::Tier>>,
     shared: Arc<Mutex<HookState>>,
     streams: BTreeMap<u16, StreamId>,
     options: OpenOptions,
     nonce: u64,
     stream_slot_count: usize,
+    env: Arc<E>,
+    wrap: Box<dyn Fn(SimPmem) -> P>,
+    seed: u64,
+    budget: EngineBudget,
 }
 
 /// What an operation did, for the trace hash.
@@ -410,8 +515,8 @@ enum Outcome {
     Done(Vec<u64>),
 }
 
-impl<P: SimBacked> Runner<P> {
-    fn log(&self) -> Result<&Log<P>, String> {
+impl<P: SimBacked, E: ColdEnv> Runner<P, E> {
+    fn log(&self) -> Result<&Log<P, E::Tier>, String> {
         self.log
             .as_ref()
             .ok_or_else(|| "the log is closed (an earlier reopen failed)".to_owned())
@@ -436,7 +541,115 @@ impl<P: SimBacked> Runner<P> {
                 Ok(Outcome::Done(vec![freed as u64]))
             }
             EngineOp::Reopen => self.reopen(),
+            EngineOp::Migrate => self.migrate_all(),
+            EngineOp::MigrateFaulty {
+                fail_at,
+                fault,
+                persistent,
+            } => {
+                let fault = [
+                    CountdownFault::Eio,
+                    CountdownFault::Enospc,
+                    CountdownFault::ShortWrite,
+                    CountdownFault::Misdirect,
+                ][usize::from(fault % 4)];
+                let fail_at = u64::from(*fail_at).max(1);
+                self.env
+                    .arm(Some(FaultSpec::countdown(fail_at, fault, *persistent)));
+                let outcome = self.migrate_all();
+                self.env.arm(None);
+                outcome
+            }
+            EngineOp::CrashRestart { fail_at, image } => self.crash_restart(*fail_at, *image),
         }
+    }
+
+    /// Migrates every sealed segment; failures are expected only under an armed fault.
+    fn migrate_all(&mut self) -> Result<Outcome, String> {
+        self.shared.lock().migrating = true;
+        let outcome = self.migrate_sealed();
+        self.shared.lock().migrating = false;
+        outcome
+    }
+
+    fn migrate_sealed(&self) -> Result<Outcome, String> {
+        let log = self.log()?;
+        let (mut migrated, mut failed) = (0u64, 0u64);
+        for info in log.segment_infos() {
+            if info.state != SegmentState::Sealed || info.scrub_pending {
+                continue;
+            }
+            match log.migrate_segment(info.index) {
+                Ok(_) => migrated += 1,
+                Err(error) if self.env.armed() => {
+                    failed += 1;
+                    tracing::debug!(%error, "migration failed under an injected fault");
+                }
+                Err(error) => {
+                    return Err(format!(
+                        "migrating segment {} failed without a fault: {error}",
+                        info.index
+                    ))
+                }
+            }
+        }
+        log.reclaim();
+        Ok(Outcome::Done(vec![migrated, failed]))
+    }
+
+    /// SSD crash during migrations, then a system crash and recovery of both tiers.
+    fn crash_restart(&mut self, fail_at: u16, image: u8) -> Result<Outcome, String> {
+        let fail_at = u64::from(fail_at).max(1);
+        self.env.arm(Some(FaultSpec::countdown(
+            fail_at,
+            CountdownFault::Crash,
+            false,
+        )));
+        let migrated = self.migrate_all();
+        self.env.arm(None);
+        migrated?;
+        let Some(log) = self.log.take() else {
+            return Err("the log is closed".to_owned());
+        };
+        // A persistent-memory crash image of this instant: samples 0 and 1 are "nothing" and
+        // "everything" pending persisted, later ones random prefixes per line.
+        let wanted = u64::from(image % 4);
+        let image_seed = self.seed ^ (fail_at << 20) ^ u64::from(image);
+        let mut chosen = Vec::new();
+        log.pmem().sim().with_crash_point(|point| {
+            let mut index = 0;
+            point.for_each_image(0, wanted + 1, image_seed, |bytes| {
+                if index == wanted {
+                    chosen = bytes.to_vec();
+                }
+                index += 1;
+                ControlFlow::Continue(())
+            });
+        });
+        log.pmem().sim().set_fence_hook(None);
+        drop(log);
+        let tier = self.env.reboot(image_seed)?;
+        {
+            let mut state = self.shared.lock();
+            state.tally.migration_crash_points += 1;
+            state.tally.cold_images += 1;
+        }
+        let pmem = (self.wrap)(SimPmem::from_image(chosen));
+        install_hook(
+            pmem.sim(),
+            Arc::clone(&self.shared),
+            self.budget,
+            self.options.lane_count,
+            self.seed ^ fail_at,
+            Arc::clone(&self.env),
+        );
+        let (log, _report) = Log::open_with_cold(pmem, tier, self.options)
+            .map_err(|e| format!("recovery after a system crash failed: {e}"))?;
+        let model = self.shared.lock().model.clone();
+        let digest =
+            oracle::check_log(&log, &model).map_err(|e| format!("after a system crash: {e}"))?;
+        self.log = Some(log);
+        Ok(Outcome::Done(vec![digest]))
     }
 
     fn create(&mut self, ordinal: u16) -> Result<Outcome, String> {
@@ -652,9 +865,9 @@ impl<P: SimBacked> Runner<P> {
         let Some(log) = self.log.take() else {
             return Err("the log is closed".to_owned());
         };
-        let pmem = log.close();
-        let (log, _report) =
-            Log::open(pmem, self.options).map_err(|e| format!("reopen failed: {e}"))?;
+        let (pmem, cold) = log.close_with_cold();
+        let (log, _report) = Log::open_with_cold(pmem, cold, self.options)
+            .map_err(|e| format!("reopen failed: {e}"))?;
         let model = self.shared.lock().model.clone();
         let digest = oracle::check_log(&log, &model).map_err(|e| format!("after reopen: {e}"))?;
         self.log = Some(log);
@@ -679,29 +892,42 @@ pub fn run_engine_ops_on<P: SimBacked>(
     ops: &[EngineOp],
     setup: &EngineSetup,
     budget: &EngineBudget,
-    wrap: impl Fn(SimPmem) -> P,
+    wrap: impl Fn(SimPmem) -> P + 'static,
+) -> EngineRun {
+    run_ops_with_cold(seed, ops, setup, budget, wrap, Arc::new(NoCold), NoColdTier)
+}
+
+fn failed_run(detail: String) -> EngineRun {
+    EngineRun {
+        tally: Tally::default(),
+        trace_hash: 0,
+        violation: Some(Violation {
+            crash_point: None,
+            op_index: None,
+            detail,
+        }),
+    }
+}
+
+/// Runs `ops` on a fresh simulated pool whose cold tier is `tier` (of `env`), checking crash
+/// images (with the cold tier's state of the instant) at every fence.
+pub fn run_ops_with_cold<P: SimBacked, E: ColdEnv>(
+    seed: u64,
+    ops: &[EngineOp],
+    setup: &EngineSetup,
+    budget: &EngineBudget,
+    wrap: impl Fn(SimPmem) -> P + 'static,
+    env: Arc<E>,
+    tier: E::Tier,
 ) -> EngineRun {
     let shared = Arc::new(Mutex::new(HookState::new(true)));
     let options = OpenOptions {
         lane_count: setup.lane_count,
     };
-    let log = match Log::create(
-        wrap(SimPmem::new(setup.pool_bytes)),
-        setup.log_config,
-        options,
-    ) {
+    let pmem = wrap(SimPmem::new(setup.pool_bytes));
+    let log = match Log::create_with_cold(pmem, tier, setup.log_config, options) {
         Ok(log) => log,
-        Err(error) => {
-            return EngineRun {
-                tally: Tally::default(),
-                trace_hash: 0,
-                violation: Some(Violation {
-                    crash_point: None,
-                    op_index: None,
-                    detail: format!("cannot create the log: {error}"),
-                }),
-            }
-        }
+        Err(error) => return failed_run(format!("cannot create the log: {error}")),
     };
     let nonce = oracle::pool_nonce(log.pmem());
     install_hook(
@@ -710,6 +936,7 @@ pub fn run_engine_ops_on<P: SimBacked>(
         *budget,
         setup.lane_count,
         seed,
+        Arc::clone(&env),
     );
     let mut runner = Runner {
         log: Some(log),
@@ -718,6 +945,10 @@ pub fn run_engine_ops_on<P: SimBacked>(
         options,
         nonce,
         stream_slot_count: setup.log_config.stream_slot_count as usize,
+        env: Arc::clone(&env),
+        wrap: Box::new(wrap),
+        seed,
+        budget: *budget,
     };
     for (index, op) in ops.iter().enumerate() {
         shared.lock().op_index = Some(index);
@@ -759,7 +990,8 @@ pub fn run_engine_ops_on<P: SimBacked>(
     if let Some(log) = runner.log.take() {
         log.pmem().sim().set_fence_hook(None);
     }
-    let state = shared.lock();
+    let mut state = shared.lock();
+    state.tally.io_faults_injected += env.faults_injected();
     EngineRun {
         tally: state.tally,
         trace_hash: state.trace.finish(),
@@ -768,12 +1000,16 @@ pub fn run_engine_ops_on<P: SimBacked>(
 }
 
 /// The final state, without a crash, is the model too.
-fn final_check<P: SimBacked>(runner: &Runner<P>, lane_count: usize) -> Result<(), String> {
+fn final_check<P: SimBacked, E: ColdEnv>(
+    runner: &Runner<P, E>,
+    lane_count: usize,
+) -> Result<(), String> {
     let log = runner.log()?;
     let model = runner.shared.lock().model.clone();
     oracle::check_log(log, &model).map_err(|e| format!("live log: {e}"))?;
     let image = log.pmem().sim().volatile_image();
-    oracle::check_image(&image, &model, lane_count).map_err(|e| format!("final image: {e}"))?;
+    let checker = runner.env.image_checker(lane_count);
+    checker(&image, &model).map_err(|e| format!("final image: {e}"))?;
     Ok(())
 }
 
@@ -797,10 +1033,10 @@ pub fn shrink_engine_ops_on<P: SimBacked>(
     setup: &EngineSetup,
     budget: &EngineBudget,
     time_limit: Duration,
-    wrap: impl Fn(SimPmem) -> P,
+    wrap: impl Fn(SimPmem) -> P + Clone + 'static,
 ) -> Vec<EngineOp> {
     let fails = |candidate: &[EngineOp]| {
-        run_engine_ops_on(seed, candidate, setup, budget, &wrap)
+        run_engine_ops_on(seed, candidate, setup, budget, wrap.clone())
             .violation
             .is_some()
     };

@@ -10,6 +10,9 @@
 //!   them also crashed during their own recovery and recovered again.
 //! * **SSD**: a crash before every I/O of a migration, SSD crash images (unsynced sectors
 //!   present, absent or garbage), countdown fault loops and read faults ([`tiering_case`]).
+//! * **Both tiers**: migrations of sealed segments to cold files checked at every fence with
+//!   the cold directory of that instant, faulty migrations, system crashes mid-migration
+//!   ([`migration_case`]).
 //! * **Processes**: kill -9 rounds of a child on a real mmap pool and cold directory
 //!   ([`kill`]).
 //!
@@ -26,6 +29,7 @@ pub mod engine_case;
 mod error;
 pub mod hash;
 pub mod kill;
+pub mod migration_case;
 pub mod mutants;
 pub mod oracle;
 mod report;

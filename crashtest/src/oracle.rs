@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, Pmem, SimPmem};
 use pstream_engine::format::record::{encode, payload_crc, CrcKey, RecordHeader};
 use pstream_engine::format::superblock::Superblock;
-use pstream_engine::{Log, OpenOptions, StreamId};
+use pstream_engine::{ColdTier, Log, OpenOptions, StreamId};
 
 use crate::hash::TraceHash;
 
@@ -172,7 +172,7 @@ pub fn check_image(image: &[u8], model: &Model, lane_count: usize) -> Result<u64
 }
 
 /// Checks an open log against the model; returns the digest of its logical state.
-pub fn check_log<P: Pmem>(log: &Log<P>, model: &Model) -> Result<u64, String> {
+pub fn check_log<P: Pmem, C: ColdTier>(log: &Log<P, C>, model: &Model) -> Result<u64, String> {
     let mut digest = TraceHash::new();
     let listed: BTreeMap<StreamId, Vec<u8>> = log
         .list_streams()
@@ -211,8 +211,8 @@ pub fn check_log<P: Pmem>(log: &Log<P>, model: &Model) -> Result<u64, String> {
     Ok(digest.finish())
 }
 
-fn check_stream<P: Pmem>(
-    log: &Log<P>,
+fn check_stream<P: Pmem, C: ColdTier>(
+    log: &Log<P, C>,
     model: &Model,
     id: StreamId,
     stream: &StreamModel,

@@ -90,15 +90,19 @@ pub enum CaseKind {
     Shim,
     /// Cold-tier migrations: a crash before every I/O, countdown faults, read faults.
     Tiering,
+    /// Engine and cold tier together: crash images at every fence of migrations recovered
+    /// with the cold files of that instant, faulty migrations, system crashes mid-migration.
+    Migration,
 }
 
 impl CaseKind {
-    pub const ALL: [CaseKind; 5] = [
+    pub const ALL: [CaseKind; 6] = [
         CaseKind::EngineRandom,
         CaseKind::EngineInterleaved,
         CaseKind::EngineThreads,
         CaseKind::Shim,
         CaseKind::Tiering,
+        CaseKind::Migration,
     ];
 
     /// The kind a case seed runs.
@@ -113,6 +117,7 @@ impl CaseKind {
             CaseKind::EngineThreads => "engine_threads",
             CaseKind::Shim => "shim",
             CaseKind::Tiering => "tiering",
+            CaseKind::Migration => "migration",
         }
     }
 

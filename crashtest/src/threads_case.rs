@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use pmem_emul::{SimPmem, SplitMix64};
 use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
 
-use crate::engine_case::{install_hook, payload_bytes, EngineBudget, EngineRun, HookState};
+use crate::engine_case::{install_hook, payload_bytes, EngineBudget, EngineRun, HookState, NoCold};
 use crate::hash::TraceHash;
 use crate::oracle::{Pending, StreamModel};
 use crate::report::Violation;
@@ -88,7 +88,14 @@ pub fn run_threads(seed: u64, ops_per_thread: usize, budget: &EngineBudget) -> E
             }
         }
     }
-    install_hook(log.pmem(), Arc::clone(&shared), *budget, lane_count, seed);
+    install_hook(
+        log.pmem(),
+        Arc::clone(&shared),
+        *budget,
+        lane_count,
+        seed,
+        Arc::new(NoCold),
+    );
     std::thread::scope(|scope| {
         for (thread, plan) in plans.iter().enumerate() {
             let (log, shared, streams) = (&log, &shared, &streams);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pmem_emul::{CrashPoint, MmapPool, Pmem, PoolOptions, SimPmem};
+use pmem_emul::{CrashPoint, MmapPool, PoolOptions, SimPmem};
 use pstream_agent::{
     Address, BundleRef, Envelope, Metadata, StreamDescriptor, StreamKind, StreamNo, StreamPolicy,
 };
