@@ -93,8 +93,10 @@ pub fn run(args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
         command
     };
     let bar = progress_bar(args.json, &config);
-    let report = run_campaign(&config, Some(&child), &mut |progress| {
-        show_progress(&bar, progress, config.kill_rounds);
+    let report = quietly(|| {
+        run_campaign(&config, Some(&child), &mut |progress| {
+            show_progress(&bar, progress, config.kill_rounds);
+        })
     });
     bar.finish_and_clear();
     let report = report?;
@@ -113,8 +115,17 @@ pub fn run(args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
     Ok(())
 }
 
+/// Runs `f` without log output unless `RUST_LOG` asks for it: the cases inject thousands of
+/// faults on purpose, and the layers below warn about each one.
+fn quietly<R>(f: impl FnOnce() -> R) -> R {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return f();
+    }
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
+}
+
 fn replay(seed: u64, budgets: &Budgets, args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
-    let case = run_case(seed, budgets, !args.no_shrink)?;
+    let case = quietly(|| run_case(seed, budgets, !args.no_shrink))?;
     let violations = u64::from(case.violation.is_some());
     let mut out = std::io::stdout().lock();
     if args.json {
