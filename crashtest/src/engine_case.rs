@@ -177,6 +177,8 @@ pub struct EngineBudget {
     pub recovery_crash_every: u64,
     /// Stop checking images after this many in the case (0 = no limit).
     pub images_max: u64,
+    /// Batches all or nothing (see [`Model::strict_batches`]).
+    pub strict_batches: bool,
 }
 
 impl Default for EngineBudget {
@@ -186,6 +188,7 @@ impl Default for EngineBudget {
             samples: 24,
             recovery_crash_every: 101,
             images_max: 0,
+            strict_batches: false,
         }
     }
 }
@@ -921,6 +924,7 @@ pub fn run_ops_with_cold<P: SimBacked, E: ColdEnv>(
     tier: E::Tier,
 ) -> EngineRun {
     let shared = Arc::new(Mutex::new(HookState::new(true)));
+    shared.lock().model.strict_batches = budget.strict_batches;
     let options = OpenOptions {
         lane_count: setup.lane_count,
     };
@@ -1080,6 +1084,7 @@ mod tests {
             samples: 4,
             recovery_crash_every: 0,
             images_max: 0,
+            strict_batches: true,
         };
         let run = run_engine_ops(1, &ops, &EngineSetup::default(), &budget);
         assert_eq!(run.violation, None);

@@ -246,6 +246,7 @@ pub fn migration_budget() -> EngineBudget {
         samples: 4,
         recovery_crash_every: 0,
         images_max: 1000,
+        strict_batches: false,
     }
 }
 

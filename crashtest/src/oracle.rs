@@ -95,18 +95,24 @@ pub struct Model {
     pub streams: BTreeMap<StreamId, StreamModel>,
     /// In-flight operations (several with concurrent threads).
     pub pending: Vec<Pending>,
+    /// Require an in-flight batch to be wholly present or wholly absent (rule 2 of the crash
+    /// model read literally). Off, a batch may also leave a prefix of its records in each
+    /// stream, which is what the engine promises today (each record is atomic; a batch that
+    /// spans a segment boundary is made durable in two steps).
+    pub strict_batches: bool,
 }
 
 impl Model {
-    fn pending_payloads(&self, stream: StreamId) -> Vec<&[u8]> {
+    /// The in-flight payloads of `stream`, each with the index of its pending operation.
+    fn pending_payloads(&self, stream: StreamId) -> Vec<(usize, &[u8])> {
         let mut out = Vec::new();
-        for op in &self.pending {
+        for (index, op) in self.pending.iter().enumerate() {
             if let Pending::Append { records } = op {
                 out.extend(
                     records
                         .iter()
                         .filter(|(s, _)| *s == stream)
-                        .map(|(_, p)| p.as_slice()),
+                        .map(|(_, p)| (index, p.as_slice())),
                 );
             }
         }
@@ -193,6 +199,7 @@ pub fn check_log<P: Pmem, C: ColdTier>(log: &Log<P, C>, model: &Model) -> Result
             return Err(format!("in-flight created stream {id} holds records"));
         }
     }
+    let mut landed = vec![0usize; model.pending.len()];
     for (id, stream) in &model.streams {
         if !listed.contains_key(id) {
             if model.deleting(*id) {
@@ -206,7 +213,20 @@ pub fn check_log<P: Pmem, C: ColdTier>(log: &Log<P, C>, model: &Model) -> Result
                 listed[id], stream.label
             ));
         }
-        check_stream(log, model, *id, stream, &mut digest)?;
+        check_stream(log, model, *id, stream, &mut digest, &mut landed)?;
+    }
+    if model.strict_batches {
+        for (op, count) in model.pending.iter().zip(&landed) {
+            if let Pending::Append { records } = op {
+                if *count != 0 && *count != records.len() {
+                    return Err(format!(
+                        "{count} of the {} records of an in-flight batch survived (a batch \
+                         must be wholly present or wholly absent)",
+                        records.len()
+                    ));
+                }
+            }
+        }
     }
     Ok(digest.finish())
 }
@@ -217,6 +237,7 @@ fn check_stream<P: Pmem, C: ColdTier>(
     id: StreamId,
     stream: &StreamModel,
     digest: &mut TraceHash,
+    landed: &mut [usize],
 ) -> Result<(), String> {
     let (first, next) = log.bounds(id).map_err(|e| format!("bounds {id}: {e}"))?;
     digest.u64(first);
@@ -264,7 +285,8 @@ fn check_stream<P: Pmem, C: ColdTier>(
             }
             digest.u64(0);
         } else {
-            let matched = (0..pending.len()).find(|&j| !used[j] && pending[j] == record.payload());
+            let matched =
+                (0..pending.len()).find(|&j| !used[j] && pending[j].1 == record.payload());
             let Some(position) = matched else {
                 return Err(format!(
                     "stream {id} seq {seq}: payload of {} bytes matches no in-flight append",
@@ -272,6 +294,7 @@ fn check_stream<P: Pmem, C: ColdTier>(
                 ));
             };
             used[position] = true;
+            landed[pending[position].0] += 1;
             digest.u64(1 + position as u64);
         }
     }
