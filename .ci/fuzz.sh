@@ -32,8 +32,13 @@ trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in $(cargo +nightly fuzz list); do
     mkdir -p "$scratch/$target"
+    # Inputs that once crashed a target are replayed first, with the seeds.
+    corpora=("corpus/$target")
+    if [[ -d "regressions/$target" ]]; then
+        corpora+=("regressions/$target")
+    fi
     echo "== fuzz $target (${seconds} s)"
-    if cargo +nightly fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+    if cargo +nightly fuzz run "$target" "$scratch/$target" "${corpora[@]}" -- \
         -max_total_time="$seconds" -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
         >"$scratch/$target.log" 2>&1; then
         grep -E "^Done [0-9]+ runs" "$scratch/$target.log" || tail -n 3 "$scratch/$target.log"

@@ -47,8 +47,9 @@ const H_INDEX_OFFSET: usize = H_VERSION_OFFSET + 4;
 const H_GEN_OFFSET: usize = H_INDEX_OFFSET + 4;
 const H_NONCE_OFFSET: usize = H_GEN_OFFSET + 8;
 const H_SIZE_OFFSET: usize = H_NONCE_OFFSET + 8;
+const H_RESERVED_OFFSET: usize = H_SIZE_OFFSET + 8;
 const H_CRC_OFFSET: usize = 60;
-const _: () = assert!(H_SIZE_OFFSET + 8 <= H_CRC_OFFSET);
+const _: () = assert!(H_RESERVED_OFFSET <= H_CRC_OFFSET);
 const _: () = assert!(H_CRC_OFFSET + 4 == SEGMENT_HEADER_BYTES);
 
 const E_UPDATE_SEQ_OFFSET: usize = 0;
@@ -60,8 +61,9 @@ const E_GEN_OFFSET: usize = E_RESERVED_A_OFFSET + 4;
 const E_SEALED_LEN_OFFSET: usize = E_GEN_OFFSET + 8;
 const E_RECORD_COUNT_OFFSET: usize = E_SEALED_LEN_OFFSET + 8;
 const E_COLD_ID_OFFSET: usize = E_RECORD_COUNT_OFFSET + 8;
+const E_RESERVED_B_OFFSET: usize = E_COLD_ID_OFFSET + 8;
 const E_CRC_OFFSET: usize = 60;
-const _: () = assert!(E_COLD_ID_OFFSET + 8 <= E_CRC_OFFSET);
+const _: () = assert!(E_RESERVED_B_OFFSET <= E_CRC_OFFSET);
 const _: () = assert!(E_CRC_OFFSET + 4 == SEGMENT_ENTRY_SLOT_BYTES);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,8 @@ pub enum SegmentHeaderError {
     BadMagic,
     UnsupportedVersion(u32),
     ChecksumMismatch,
+    /// Checksummed, but bytes documented as zero are not: written by something else.
+    ReservedNotZero,
 }
 
 impl SegmentHeader {
@@ -107,6 +111,12 @@ impl SegmentHeader {
         }
         if le_u32(bytes, H_CRC_OFFSET) != crc32(&[&bytes[..H_CRC_OFFSET]]) {
             return Err(SegmentHeaderError::ChecksumMismatch);
+        }
+        if bytes[H_RESERVED_OFFSET..H_CRC_OFFSET]
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Err(SegmentHeaderError::ReservedNotZero);
         }
         Ok(SegmentHeader {
             segment_index: le_u32(bytes, H_INDEX_OFFSET),
@@ -226,6 +236,13 @@ impl SegmentEntry {
         let Some(state) = SegmentState::from_code(bytes[E_STATE_OFFSET]) else {
             return Err(EntryError::UnknownState(bytes[E_STATE_OFFSET]));
         };
+        if le_u32(bytes, E_RESERVED_A_OFFSET) != 0
+            || bytes[E_RESERVED_B_OFFSET..E_CRC_OFFSET]
+                .iter()
+                .any(|&b| b != 0)
+        {
+            return Err(EntryError::ReservedNotZero);
+        }
         Ok(Some(SegmentEntry {
             update_seq: le_u64(bytes, E_UPDATE_SEQ_OFFSET),
             state,
@@ -306,6 +323,8 @@ pub enum EntryError {
     UnsupportedVersion(u8),
     UnknownState(u8),
     SameUpdateSeq(u64),
+    /// Checksummed, but bytes documented as zero are not.
+    ReservedNotZero,
 }
 
 #[cfg(test)]
@@ -326,6 +345,43 @@ mod tests {
             let mut flipped = bytes;
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(SegmentHeader::decode(&flipped).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn checksummed_header_with_reserved_bytes_set_is_rejected() {
+        let header = SegmentHeader {
+            segment_index: 1,
+            segment_gen: 2,
+            pool_nonce: 3,
+            segment_size_bytes: 1 << 20,
+        };
+        for at in H_RESERVED_OFFSET..H_CRC_OFFSET {
+            let mut bytes = header.encode();
+            bytes[at] = 0xff;
+            let crc = crc32(&[&bytes[..H_CRC_OFFSET]]);
+            put_u32(&mut bytes, H_CRC_OFFSET, crc);
+            assert_eq!(
+                SegmentHeader::decode(&bytes),
+                Err(SegmentHeaderError::ReservedNotZero),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn checksummed_entry_with_reserved_bytes_set_is_rejected() {
+        let reserved = (E_RESERVED_A_OFFSET..E_GEN_OFFSET).chain(E_RESERVED_B_OFFSET..E_CRC_OFFSET);
+        for at in reserved {
+            let mut bytes = entry(3, SegmentState::Sealed).encode();
+            bytes[at] = 1;
+            let crc = crc32(&[&bytes[..E_CRC_OFFSET]]);
+            put_u32(&mut bytes, E_CRC_OFFSET, crc);
+            assert_eq!(
+                SegmentEntry::decode_slot(&bytes),
+                Err(EntryError::ReservedNotZero),
+                "byte {at}"
+            );
         }
     }
 

@@ -80,6 +80,8 @@ pub enum SlotError {
     BodyChecksum,
     TrimCheck,
     LabelTooLong(u8),
+    /// Checksummed, but bytes documented as zero (reserved, label tail) are not.
+    ReservedNotZero,
 }
 
 /// Everything but the state word and trim word, for a slot about to become live.
@@ -142,6 +144,12 @@ pub fn decode(slot_index: u32, bytes: &[u8; STREAM_SLOT_BYTES]) -> Result<Stream
     if label_len as usize > MAX_LABEL_BYTES {
         return Err(SlotError::LabelTooLong(label_len));
     }
+    let label_end = LABEL_OFFSET + label_len as usize;
+    if le_u64(bytes, RESERVED_A_OFFSET) != 0
+        || bytes[label_end..BODY_CRC_OFFSET].iter().any(|&b| b != 0)
+    {
+        return Err(SlotError::ReservedNotZero);
+    }
     let trim = le_u64(bytes, TRIM_WORD_OFFSET);
     let first_seq = trim & (SEQ_LIMIT - 1);
     if trim != 0 && trim != trim_word(stream_id(slot_index, incarnation), first_seq) {
@@ -192,6 +200,27 @@ mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             let got = decode(5, &flipped);
             assert!(got.is_err(), "bit {bit} gave {got:?}");
+        }
+    }
+
+    #[test]
+    fn checksummed_slot_with_bytes_past_the_label_set_is_rejected() {
+        let slot = StreamSlot {
+            incarnation: 2,
+            state: SlotState::Live,
+            first_seq: 0,
+            label: b"ab".to_vec(),
+        };
+        for at in (RESERVED_A_OFFSET..LABEL_LEN_OFFSET).chain(LABEL_OFFSET + 2..BODY_CRC_OFFSET) {
+            let mut bytes = encode_full(1, &slot);
+            bytes[at] = 0x20;
+            let crc = body_crc(slot.incarnation, &bytes);
+            put_u32(&mut bytes, BODY_CRC_OFFSET, crc);
+            assert_eq!(
+                decode(1, &bytes),
+                Err(SlotError::ReservedNotZero),
+                "byte {at}"
+            );
         }
     }
 

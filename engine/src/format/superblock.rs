@@ -69,6 +69,8 @@ pub enum SuperblockError {
         stored: u32,
         computed: u32,
     },
+    /// Checksummed, but bytes documented as zero are not.
+    ReservedNotZero,
 }
 
 impl Superblock {
@@ -125,6 +127,9 @@ impl Superblock {
         if stored != computed {
             return Err(SuperblockError::ChecksumMismatch { stored, computed });
         }
+        if bytes[RESERVED_OFFSET..CRC_OFFSET].iter().any(|&b| b != 0) {
+            return Err(SuperblockError::ReservedNotZero);
+        }
         Ok(Superblock {
             pool_nonce: le_u64(bytes, POOL_NONCE_OFFSET),
             segment_size_bytes: le_u64(bytes, SEGMENT_SIZE_OFFSET),
@@ -141,6 +146,18 @@ impl Superblock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksummed_superblock_with_reserved_bytes_set_is_rejected() {
+        let mut bytes = sample().encode();
+        bytes[RESERVED_OFFSET + 3] = 7;
+        let crc = crc32(&[&bytes[..CRC_OFFSET]]);
+        put_u32(&mut bytes, CRC_OFFSET, crc);
+        assert_eq!(
+            Superblock::decode(&bytes),
+            Err(SuperblockError::ReservedNotZero)
+        );
+    }
 
     fn sample() -> Superblock {
         Superblock {
