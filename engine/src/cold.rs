@@ -34,6 +34,9 @@ pub struct ColdRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColdSegment {
     pub segment_gen: u64,
+    /// The nonce of the pool the file was written for (from the file's own header). A file
+    /// of another pool is never indexed, discarded or deleted: recovery reports it.
+    pub pool_nonce: u64,
     pub records: Vec<ColdRecord>,
     pub stored_bytes: u64,
 }

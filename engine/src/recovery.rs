@@ -64,6 +64,9 @@ pub struct RecoveryReport {
     pub cold_files_discarded: u64,
     /// Cold files holding nothing live any more, deleted.
     pub cold_files_deleted: u64,
+    /// Cold files written for another pool (another pool nonce) found in this pool's cold
+    /// tier, by generation: left untouched and not indexed.
+    pub cold_files_foreign: Vec<u64>,
     pub duration: Duration,
 }
 
@@ -138,11 +141,19 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 );
             }
         }
-        let mut cold_files: HashMap<u64, ColdSegment> = inventory
-            .segments
-            .into_iter()
-            .map(|file| (file.segment_gen, file))
-            .collect();
+        let mut cold_files: HashMap<u64, ColdSegment> = HashMap::new();
+        for file in inventory.segments {
+            if file.pool_nonce == layout.pool_nonce {
+                cold_files.insert(file.segment_gen, file);
+            } else {
+                tracing::warn!(
+                    segment_gen = file.segment_gen,
+                    "cold file of another pool (nonce {:#x}) ignored",
+                    file.pool_nonce
+                );
+                report.cold_files_foreign.push(file.segment_gen);
+            }
+        }
         let damaged: HashSet<u64> = inventory.damaged.into_iter().collect();
 
         // Segments, by the decision table; records go straight to their stream.

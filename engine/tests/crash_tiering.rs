@@ -14,7 +14,14 @@ use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
 use pstream_engine::cold::{ColdInventory, ColdRecord, ColdSegment, ColdSource, ColdWritten};
 use pstream_engine::{ColdError, ColdErrorKind, ColdTier, Log, SegmentState, StreamId};
 
-type Files = BTreeMap<u64, Vec<(u64, u64, Vec<u8>)>>;
+/// A durable cold file: the nonce of the pool it was written for, and its records.
+#[derive(Clone)]
+struct MemFile {
+    pool_nonce: u64,
+    records: Vec<(u64, u64, Vec<u8>)>,
+}
+
+type Files = BTreeMap<u64, MemFile>;
 
 /// An in-memory cold tier: a segment's file exists (durably) once `write_segment` returned.
 /// Writes fail on demand: `fail_writes` counts down; at 1 the write fails.
@@ -39,9 +46,11 @@ impl ColdTier for MemCold {
         let files = self.files.lock();
         let segments = files
             .iter()
-            .map(|(gen, records)| ColdSegment {
+            .map(|(gen, file)| ColdSegment {
                 segment_gen: *gen,
-                records: records
+                pool_nonce: file.pool_nonce,
+                records: file
+                    .records
                     .iter()
                     .map(|(s, q, p)| ColdRecord {
                         stream_id: *s,
@@ -49,7 +58,7 @@ impl ColdTier for MemCold {
                         payload_len: p.len() as u32,
                     })
                     .collect(),
-                stored_bytes: records.iter().map(|r| r.2.len() as u64).sum(),
+                stored_bytes: file.records.iter().map(|r| r.2.len() as u64).sum(),
             })
             .collect();
         Ok(ColdInventory {
@@ -80,7 +89,13 @@ impl ColdTier for MemCold {
             records.map(|(s, q, p)| (s, q, p.to_vec())).collect();
         let payload_bytes = copied.iter().map(|r| r.2.len() as u64).sum();
         let count = copied.len() as u64;
-        self.files.lock().insert(source.segment_gen, copied);
+        self.files.lock().insert(
+            source.segment_gen,
+            MemFile {
+                pool_nonce: source.pool_nonce,
+                records: copied,
+            },
+        );
         Ok(ColdWritten {
             records: count,
             payload_bytes,
@@ -92,7 +107,7 @@ impl ColdTier for MemCold {
         let files = self.files.lock();
         files
             .get(&segment_gen)
-            .and_then(|records| records.iter().find(|r| r.0 == stream_id && r.1 == seq))
+            .and_then(|file| file.records.iter().find(|r| r.0 == stream_id && r.1 == seq))
             .map(|r| r.2.clone())
             .ok_or(ColdError {
                 kind: ColdErrorKind::NotFound,
@@ -171,6 +186,58 @@ fn migrated_records_read_back_identically_and_survive_reopen() {
     assert!(report.cold_segments > 0 || cold.files.lock().is_empty());
     let live_gens: Vec<u64> = cold.files.lock().keys().copied().collect();
     assert!(live_gens.len() <= 2, "dead cold files kept: {live_gens:?}");
+}
+
+#[test]
+fn cold_files_of_another_pool_are_reported_never_indexed_or_removed() {
+    // Pool A migrates; its cold files are then put beside pool B's (same generations too).
+    let cold_a = MemCold::default();
+    let log_a = Log::create_with_cold(
+        SimPmem::new(512 * 1024),
+        cold_a.clone(),
+        common::small_config(),
+        common::options(2),
+    )
+    .unwrap();
+    let a = log_a.create_stream(b"a").unwrap();
+    for i in 0..200u64 {
+        log_a.append(a, &payload(i, 300)).unwrap();
+    }
+    let (done, _) = migrate_all(&log_a);
+    assert!(done >= 2);
+    let foreign: Files = cold_a.files.lock().clone();
+
+    let cold_b = MemCold::default();
+    let log_b = Log::create_with_cold(
+        SimPmem::new(512 * 1024),
+        cold_b.clone(),
+        common::small_config(),
+        common::options(2),
+    )
+    .unwrap();
+    let b = log_b.create_stream(b"b").unwrap();
+    for i in 0..20u64 {
+        log_b.append(b, &payload(i + 7, 100)).unwrap();
+    }
+    let (pmem_b, cold_b) = log_b.close_with_cold();
+    // A's stream id is also a valid id in B (same slot, same incarnation): the very case
+    // where indexing a foreign file would graft A's records onto B's stream.
+    assert_eq!(a, b);
+    cold_b.files.lock().extend(foreign.clone());
+    let (log_b, report) = Log::open_with_cold(pmem_b, cold_b.clone(), common::options(2)).unwrap();
+    let mut reported = report.cold_files_foreign.clone();
+    reported.sort_unstable();
+    assert_eq!(reported, foreign.keys().copied().collect::<Vec<_>>());
+    assert_eq!(report.cold_segments, 0);
+    assert_eq!(log_b.bounds(b).unwrap(), (0, 20));
+    for i in 0..20u64 {
+        assert_eq!(
+            log_b.read(b, i).unwrap().payload(),
+            &payload(i + 7, 100)[..]
+        );
+    }
+    let kept: Vec<u64> = cold_b.files.lock().keys().copied().collect();
+    assert_eq!(kept, foreign.keys().copied().collect::<Vec<_>>());
 }
 
 #[test]

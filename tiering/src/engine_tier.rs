@@ -131,6 +131,7 @@ impl<I: SegmentIo + 'static> ColdTier for EngineColdTier<I> {
             .filter_map(|gen| self.store.index(gen))
             .map(|index| ColdSegment {
                 segment_gen: index.segment_gen(),
+                pool_nonce: index.header.pool_nonce,
                 records: index
                     .records
                     .iter()
