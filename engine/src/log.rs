@@ -485,6 +485,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
     /// Deletes a stream, durably. Its space is reclaimed once no reader holds its records.
     pub fn delete_stream(&self, id: StreamId) -> Result<()> {
+        // See `trim`: pinned until the dropped records are uncounted.
+        let _guard = epoch::pin();
         let mut slots = self.slots.lock();
         let stream = self.stream(id)?;
         let index = stream.mark_deleted();
@@ -993,6 +995,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     /// Drops records below `first_seq` of a stream, durably; their space is reclaimed once
     /// every segment they occupied holds no live record.
     pub fn trim(&self, id: StreamId, first_seq: u64) -> Result<()> {
+        // Pinned from before the index drops the entries until their segments' live counts
+        // are down: a migration that finds them gone cannot have the segment scrubbed (and
+        // reused, and counted afresh) before this thread has uncounted them.
+        let _guard = epoch::pin();
         let stream = self.stream(id)?;
         let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
         let dropped = stream.trim(first_seq, || {
