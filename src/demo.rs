@@ -5,9 +5,15 @@
 //! of traffic, closes and reopens the store, checks that everything acknowledged is still
 //! there, and prints a summary. Every run adds its own bundles (`*-r<run>`), so running it
 //! twice exercises the reopen path with the first run's data in place.
+//!
+//! The store is tiered: cold segments go to SSD files in `<pool>.cold/`. A migrator runs in
+//! the background during the use cases (demoting sealed segments idle for a while), and
+//! before the restart one more pass demotes every sealed segment, as if the data had aged;
+//! the checks after the restart then read those records back from the SSD files.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -16,8 +22,15 @@ use pstream::agent::{
     Address, Agent, AgentConfig, AgentError, BundleRef, Caller, Creators, Event, Metadata,
     OpenReport, PageLimit, Position, StreamDefaults, StreamNo, StreamPolicy, StreamSpec,
 };
-use pstream::engine::LogConfig;
+use pstream::engine::{LogConfig, TierStats};
 use pstream::pmem_emul::{MmapPool, Pmem, PmemError, PoolOptions};
+use pstream::tiering::{
+    default_cold_dir, open_cold_tier, EngineColdTier, Migrator, MigratorPolicy, MigratorStats,
+    TierConfig, TieredError, UringIo,
+};
+
+/// The demo's agent store: a pool file plus its cold directory.
+type Store = Agent<MmapPool, EngineColdTier<UringIo>>;
 
 const MIB_BYTES: usize = 1 << 20;
 const AGENT_NAME: &str = "demo.local";
@@ -28,6 +41,8 @@ const FRAME_BATCH: u64 = 10;
 const FRAME_BYTES: usize = 1024;
 const BURST_RECORD_BYTES: usize = 1024;
 const BURST_BATCH: u64 = 64;
+/// The background migrator demotes sealed segments idle this long.
+const BACKGROUND_IDLE_MS: u64 = 10;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -52,6 +67,8 @@ pub enum DemoError {
     Pool { path: PathBuf, source: PmemError },
     #[error("agent store: {0}")]
     Agent(#[from] AgentError),
+    #[error("cold tier {path}: {source}")]
+    Cold { path: PathBuf, source: TieredError },
     #[error("cannot create the directory {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -145,7 +162,8 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let out = Output { json: args.json };
     let started = Instant::now();
 
-    let (agent, opened) = open_store(&path, args.pool_mib)?;
+    let cold_dir = default_cold_dir(&path);
+    let (agent, opened) = open_store(&path, &cold_dir, args.pool_mib)?;
     let run = count_runs(&agent)? + 1;
     let guarantee = agent.engine().pmem().guarantee().as_str();
     out.line(&format!(
@@ -169,28 +187,33 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     }
     setup_users(&agent)?;
 
-    let mut phases = Vec::new();
-    let microblog = microblog(&agent, run, &out)?;
-    phases.push(microblog.phase.clone());
-    phases.push(live_stream(&agent, run, &out)?);
-    let exam = exam_drop(&agent, run, &out)?;
-    phases.push(exam.phase.clone());
-    let burst = burst(&agent, run, args.burst_records, &out)?;
-    phases.push(burst.phase.clone());
+    // The use cases, with the migrator demoting idle sealed segments in the background.
+    let background = Migrator::new(MigratorPolicy {
+        min_idle_ms: BACKGROUND_IDLE_MS,
+        interval: Duration::from_millis(20),
+        ..MigratorPolicy::default()
+    });
+    let stop = AtomicBool::new(false);
+    let (use_cases, background_stats) = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Acquire) {
+                background.run_once(agent.engine());
+                std::thread::sleep(background.policy().interval);
+            }
+        });
+        let result = use_cases(&agent, run, args.burst_records, &out);
+        stop.store(true, Ordering::Release);
+        (result, background.stats())
+    });
+    let (mut phases, microblog, exam, burst) = use_cases?;
+    phases.push(age_out(&agent, &background_stats, &out)?);
     let hot_bytes_before = agent.stats().hot_bytes;
+    let tier_before = agent.engine().tier_stats();
 
-    // Restart: close the store (msync) and open it again.
+    // Restart: close the store (msync) and open it again, cold tier included.
     let restart_started = Instant::now();
-    let pool = agent.close();
-    pool.close().map_err(|source| DemoError::Pool {
-        path: path.clone(),
-        source,
-    })?;
-    let pool = MmapPool::open(&path, PoolOptions::default()).map_err(|source| DemoError::Pool {
-        path: path.clone(),
-        source,
-    })?;
-    let (agent, report) = Agent::open(pool, agent_config())?;
+    close_store(agent, &path)?;
+    let (agent, report) = reopen_store(&path, &cold_dir)?;
     let reopen_duration = restart_started.elapsed();
     let verify = verify_after_restart(&agent, &microblog, &exam, &burst, &out)?;
     phases.push(Phase {
@@ -198,11 +221,13 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         ..verify.clone()
     });
     let stats = agent.stats();
-    let pool = agent.close();
-    pool.close().map_err(|source| DemoError::Pool {
-        path: path.clone(),
-        source,
-    })?;
+    let tier = agent.engine().tier_stats();
+    // Migrated records were read back from the SSD files, not from a hot copy.
+    ensure(
+        tier_before.cold_live_bytes == 0 || tier.cold_reads > 0,
+        || "records were migrated, yet the checks read none from the cold tier".to_owned(),
+    )?;
+    close_store(agent, &path)?;
 
     let total = started.elapsed();
     if args.json {
@@ -216,8 +241,14 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
             "recovery": recovery_json(&report),
             "hot_bytes_before_restart": hot_bytes_before,
             "hot_bytes": stats.hot_bytes,
-            "cold_bytes": 0,
-            "cold_note": "tiering is not wired into the agent store yet: everything is hot",
+            "cold_dir": cold_dir.display().to_string(),
+            "cold_segments": tier.cold_segments,
+            "cold_stored_bytes": tier.cold_stored_bytes,
+            "cold_live_bytes": tier.cold_live_bytes,
+            "bytes_migrated": tier_before.bytes_migrated,
+            "bytes_dropped_dead": tier_before.bytes_dropped_dead,
+            "migrations": tier_before.migrations,
+            "cold_reads_after_restart": tier.cold_reads,
             "users": stats.users,
             "bundles": stats.bundles,
             "streams": stats.streams,
@@ -227,8 +258,15 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         println!("{json}");
         return Ok(());
     }
-    print_summary(&phases, &report, hot_bytes_before, stats.hot_bytes, total)
-        .map_err(DemoError::Stdout)?;
+    print_summary(
+        &phases,
+        &report,
+        hot_bytes_before,
+        stats.hot_bytes,
+        &tier,
+        total,
+    )
+    .map_err(DemoError::Stdout)?;
     out.line(&format!(
         "store now holds {} users, {} bundles, {} streams; run `pstream demo` again to reopen it",
         stats.users, stats.bundles, stats.streams
@@ -266,7 +304,18 @@ impl Output {
     }
 }
 
-fn open_store(path: &Path, pool_mib: usize) -> Result<(Agent<MmapPool>, OpenReport), DemoError> {
+fn cold_tier(cold_dir: &Path) -> Result<EngineColdTier<UringIo>, DemoError> {
+    open_cold_tier(cold_dir, &TierConfig::default()).map_err(|source| DemoError::Cold {
+        path: cold_dir.to_path_buf(),
+        source,
+    })
+}
+
+fn open_store(
+    path: &Path,
+    cold_dir: &Path,
+    pool_mib: usize,
+) -> Result<(Store, OpenReport), DemoError> {
     let pool = if path.exists() {
         MmapPool::open(path, PoolOptions::default())
     } else {
@@ -276,11 +325,88 @@ fn open_store(path: &Path, pool_mib: usize) -> Result<(Agent<MmapPool>, OpenRepo
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Agent::open_or_create(pool, AGENT_NAME, agent_config())?)
+    let cold = cold_tier(cold_dir)?;
+    Ok(Agent::open_or_create_with_cold(
+        pool,
+        cold,
+        AGENT_NAME,
+        agent_config(),
+    )?)
+}
+
+fn reopen_store(path: &Path, cold_dir: &Path) -> Result<(Store, OpenReport), DemoError> {
+    let pool = MmapPool::open(path, PoolOptions::default()).map_err(|source| DemoError::Pool {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cold = cold_tier(cold_dir)?;
+    Ok(Agent::open_with_cold(pool, cold, agent_config())?)
+}
+
+fn close_store(agent: Store, path: &Path) -> Result<(), DemoError> {
+    let (pool, _cold) = agent.close_with_cold();
+    pool.close().map_err(|source| DemoError::Pool {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The three use cases and the burst, in order.
+fn use_cases(
+    agent: &Store,
+    run: u64,
+    burst_records: u64,
+    out: &Output,
+) -> Result<(Vec<Phase>, MicroblogRun, ExamRun, BurstRun), DemoError> {
+    let microblog = microblog(agent, run, out)?;
+    let live = live_stream(agent, run, out)?;
+    let exam = exam_drop(agent, run, out)?;
+    let burst = burst(agent, run, burst_records, out)?;
+    let phases = vec![
+        microblog.phase.clone(),
+        live,
+        exam.phase.clone(),
+        burst.phase.clone(),
+    ];
+    Ok((phases, microblog, exam, burst))
+}
+
+/// Demotes every sealed segment now, as if all data had aged past the idle threshold, and
+/// reports what the background migrator and this pass did.
+fn age_out(agent: &Store, background: &MigratorStats, out: &Output) -> Result<Phase, DemoError> {
+    let started = Instant::now();
+    let before = agent.engine().tier_stats();
+    let pass = Migrator::new(MigratorPolicy {
+        min_idle_ms: 0,
+        ..MigratorPolicy::default()
+    })
+    .run_once(agent.engine());
+    ensure(pass.failed == 0, || {
+        format!("{} migrations failed in the age-out pass", pass.failed)
+    })?;
+    agent.reclaim();
+    let after: TierStats = agent.engine().tier_stats();
+    let phase = Phase {
+        name: "tiering",
+        operations: after.migrations,
+        bytes: after.bytes_migrated,
+        duration: started.elapsed(),
+        note: format!(
+            "{} segments to SSD ({} in the background, {} aged out), {:.1} MiB migrated, \
+             {:.1} MiB of taken ephemeral data dropped",
+            after.cold_segments,
+            background.migrations,
+            after.migrations - before.migrations,
+            after.bytes_migrated as f64 / MIB_BYTES as f64,
+            after.bytes_dropped_dead as f64 / MIB_BYTES as f64,
+        ),
+    };
+    out.line(&format!("  tiering      {}", phase.note))?;
+    Ok(phase)
 }
 
 /// Earlier runs left one `desn-r<n>` bundle each.
-fn count_runs(agent: &Agent<MmapPool>) -> Result<u64, DemoError> {
+fn count_runs(agent: &Store) -> Result<u64, DemoError> {
     if !agent.users().iter().any(|u| u == "alice") {
         return Ok(0);
     }
@@ -291,7 +417,7 @@ fn count_runs(agent: &Agent<MmapPool>) -> Result<u64, DemoError> {
         .count() as u64)
 }
 
-fn setup_users(agent: &Agent<MmapPool>) -> Result<(), DemoError> {
+fn setup_users(agent: &Store) -> Result<(), DemoError> {
     for user in ["alice", "bob", "carol", "dave", "teacher", "sam", "tia"] {
         match agent.add_user(user) {
             Ok(_) | Err(AgentError::UserExists { .. }) => {}
@@ -329,7 +455,7 @@ struct MicroblogRun {
 }
 
 /// Use case 1: a post to the DeSN clients of bob and carol only.
-fn microblog(agent: &Agent<MmapPool>, run: u64, out: &Output) -> Result<MicroblogRun, DemoError> {
+fn microblog(agent: &Store, run: u64, out: &Output) -> Result<MicroblogRun, DemoError> {
     let started = Instant::now();
     let mut phase = Phase {
         name: "microblog",
@@ -454,7 +580,7 @@ impl Viewer {
 
 /// Use case 2: timestamped frames, ordered delivery, a late joiner, frames dropped once
 /// every viewer took them.
-fn live_stream(agent: &Agent<MmapPool>, run: u64, out: &Output) -> Result<Phase, DemoError> {
+fn live_stream(agent: &Store, run: u64, out: &Output) -> Result<Phase, DemoError> {
     let started = Instant::now();
     let mut phase = Phase {
         name: "live stream",
@@ -589,7 +715,7 @@ struct ExamRun {
 }
 
 /// Use case 3: write-once submissions into the teacher's bundle; the teacher picks the latest.
-fn exam_drop(agent: &Agent<MmapPool>, run: u64, out: &Output) -> Result<ExamRun, DemoError> {
+fn exam_drop(agent: &Store, run: u64, out: &Output) -> Result<ExamRun, DemoError> {
     let started = Instant::now();
     let mut phase = Phase {
         name: "exam drop",
@@ -689,12 +815,7 @@ struct BurstRun {
 
 /// A burst of 1 KiB records into an ephemeral stream with two viewers: bob takes all of it,
 /// carol half (the other half must survive the restart).
-fn burst(
-    agent: &Agent<MmapPool>,
-    run: u64,
-    records: u64,
-    out: &Output,
-) -> Result<BurstRun, DemoError> {
+fn burst(agent: &Store, run: u64, records: u64, out: &Output) -> Result<BurstRun, DemoError> {
     let started = Instant::now();
     let mut phase = Phase {
         name: "burst",
@@ -768,7 +889,7 @@ fn burst(
 
 /// After the restart: every acknowledged post, submission and untaken record is there.
 fn verify_after_restart(
-    agent: &Agent<MmapPool>,
+    agent: &Store,
     microblog: &MicroblogRun,
     exam: &ExamRun,
     burst: &BurstRun,
@@ -878,6 +999,7 @@ fn print_summary(
     report: &OpenReport,
     hot_bytes_before: u64,
     hot_bytes: u64,
+    tier: &TierStats,
     total: Duration,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
@@ -918,8 +1040,9 @@ fn print_summary(
     )?;
     writeln!(
         out,
-        "hot (NVRAM pool): {hot_bytes} bytes live ({hot_bytes_before} before the restart); cold (SSD): 0 bytes \
-         (tiering is not wired into the agent store yet)"
+        "hot (NVRAM pool): {hot_bytes} bytes live ({hot_bytes_before} before the restart); \
+         cold (SSD): {} segments, {} bytes live, {} bytes stored; {} records read back from SSD",
+        tier.cold_segments, tier.cold_live_bytes, tier.cold_stored_bytes, tier.cold_reads
     )?;
     out.flush()
 }

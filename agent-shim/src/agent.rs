@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pmem_emul::Pmem;
 use pstream_engine::{
-    EngineError, Log, LogConfig, LogStats, OpenOptions, RecoveryReport, StreamId,
+    ColdTier, EngineError, Log, LogConfig, LogStats, NoColdTier, OpenOptions, RecoveryReport,
+    StreamId,
 };
 
 use crate::address::{self, Caller};
@@ -130,19 +131,21 @@ pub(crate) struct Inner {
     pub counters: Counters,
 }
 
-/// The persistent-streams agent's persistence layer, on persistent memory `P`.
+/// The persistent-streams agent's persistence layer, on persistent memory `P`, with cold
+/// segments in `C` (none by default; `pstream-tiering` provides SSD files).
 ///
 /// Every method takes the caller's identity and checks it; a refused or failed call
 /// changes nothing. Calls are serialized by one lock (the shim is thin: the engine's own
-/// concurrency is below it).
-pub struct Agent<P: Pmem> {
-    pub(crate) log: Log<P>,
+/// concurrency is below it). Records the engine has demoted to the cold tier are read
+/// through it transparently; run a migrator over [`Agent::engine`] to demote.
+pub struct Agent<P: Pmem, C: ColdTier = NoColdTier> {
+    pub(crate) log: Log<P, C>,
     pub(crate) sys: StreamId,
     pub(crate) config: AgentConfig,
     pub(crate) inner: Mutex<Inner>,
 }
 
-impl<P: Pmem> std::fmt::Debug for Agent<P> {
+impl<P: Pmem, C: ColdTier> std::fmt::Debug for Agent<P, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent")
             .field("sys", &self.sys)
@@ -165,13 +168,9 @@ fn is_formatted<P: Pmem>(pmem: &P) -> bool {
 }
 
 impl<P: Pmem> Agent<P> {
-    /// Formats `pmem` as a new agent store for the agent `agent_name`.
+    /// Formats `pmem` as a new agent store for the agent `agent_name` (no cold tier).
     pub fn create(pmem: P, agent_name: &str, config: AgentConfig) -> Result<Agent<P>> {
-        address::check_agent_name(agent_name)?;
-        let log = Log::create(pmem, config.log, config.open)?;
-        let agent = Agent::assemble(log, None, config)?;
-        agent.initialize(agent_name)?;
-        Ok(agent)
+        Agent::create_with_cold(pmem, NoColdTier, agent_name, config)
     }
 
     /// Opens the store in `pmem`, or creates it (as `agent_name`) when the pool is blank or
@@ -181,10 +180,41 @@ impl<P: Pmem> Agent<P> {
         agent_name: &str,
         config: AgentConfig,
     ) -> Result<(Agent<P>, OpenReport)> {
+        Agent::open_or_create_with_cold(pmem, NoColdTier, agent_name, config)
+    }
+
+    /// Opens an existing store: engine recovery, metadata replay, orphan cleanup, trims.
+    pub fn open(pmem: P, config: AgentConfig) -> Result<(Agent<P>, OpenReport)> {
+        Agent::open_with_cold(pmem, NoColdTier, config)
+    }
+}
+
+impl<P: Pmem, C: ColdTier> Agent<P, C> {
+    /// Formats `pmem` as a new agent store for the agent `agent_name`, with cold tier `cold`.
+    pub fn create_with_cold(
+        pmem: P,
+        cold: C,
+        agent_name: &str,
+        config: AgentConfig,
+    ) -> Result<Agent<P, C>> {
+        address::check_agent_name(agent_name)?;
+        let log = Log::create_with_cold(pmem, cold, config.log, config.open)?;
+        let agent = Agent::assemble(log, None, config)?;
+        agent.initialize(agent_name)?;
+        Ok(agent)
+    }
+
+    /// [`Agent::open_or_create`] with cold tier `cold`.
+    pub fn open_or_create_with_cold(
+        pmem: P,
+        cold: C,
+        agent_name: &str,
+        config: AgentConfig,
+    ) -> Result<(Agent<P, C>, OpenReport)> {
         address::check_agent_name(agent_name)?;
         let started = Instant::now();
         if !is_formatted(&pmem) {
-            let agent = Agent::create(pmem, agent_name, config)?;
+            let agent = Agent::create_with_cold(pmem, cold, agent_name, config)?;
             let report = OpenReport {
                 created: true,
                 duration: started.elapsed(),
@@ -192,21 +222,27 @@ impl<P: Pmem> Agent<P> {
             };
             return Ok((agent, report));
         }
-        Agent::open_inner(pmem, Some(agent_name), config)
+        Agent::open_inner(pmem, cold, Some(agent_name), config)
     }
 
-    /// Opens an existing store: engine recovery, metadata replay, orphan cleanup, trims.
-    pub fn open(pmem: P, config: AgentConfig) -> Result<(Agent<P>, OpenReport)> {
-        Agent::open_inner(pmem, None, config)
+    /// [`Agent::open`] with cold tier `cold`: engine recovery reconciles the segment table
+    /// with the cold files (see `pstream_engine::recovery`).
+    pub fn open_with_cold(
+        pmem: P,
+        cold: C,
+        config: AgentConfig,
+    ) -> Result<(Agent<P, C>, OpenReport)> {
+        Agent::open_inner(pmem, cold, None, config)
     }
 
     fn open_inner(
         pmem: P,
+        cold: C,
         create_as: Option<&str>,
         config: AgentConfig,
-    ) -> Result<(Agent<P>, OpenReport)> {
+    ) -> Result<(Agent<P, C>, OpenReport)> {
         let started = Instant::now();
-        let (log, engine) = Log::open(pmem, config.open)?;
+        let (log, engine) = Log::open_with_cold(pmem, cold, config.open)?;
         let sys = log
             .list_streams()
             .into_iter()
@@ -234,7 +270,7 @@ impl<P: Pmem> Agent<P> {
         Ok((agent, report))
     }
 
-    fn assemble(log: Log<P>, sys: Option<StreamId>, config: AgentConfig) -> Result<Agent<P>> {
+    fn assemble(log: Log<P, C>, sys: Option<StreamId>, config: AgentConfig) -> Result<Agent<P, C>> {
         let sys = match sys {
             Some(sys) => sys,
             None => log.create_stream(SYS_STREAM_LABEL)?,
@@ -267,7 +303,12 @@ impl<P: Pmem> Agent<P> {
 
     /// Closes the store and hands the pool back. Everything acknowledged is durable already.
     pub fn close(self) -> P {
-        self.log.close()
+        self.log.close_with_cold().0
+    }
+
+    /// Closes the store and hands back the pool and the cold tier.
+    pub fn close_with_cold(self) -> (P, C) {
+        self.log.close_with_cold()
     }
 
     /// This agent's name (the part after `@` in its users' addresses).
@@ -285,8 +326,9 @@ impl<P: Pmem> Agent<P> {
         Ok(BundleRef::new(&self.address_of(owner)?, id)?)
     }
 
-    /// The engine below (read-only use: statistics, verification).
-    pub fn engine(&self) -> &Log<P> {
+    /// The engine below (statistics, verification, and migration: a tiering `Migrator`
+    /// runs over it; the shim's own records are never written through it).
+    pub fn engine(&self) -> &Log<P, C> {
         &self.log
     }
 

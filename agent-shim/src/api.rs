@@ -5,6 +5,7 @@
 //! change made durable and applied, so a refused call changes nothing.
 
 use pmem_emul::Pmem;
+use pstream_engine::ColdTier;
 use pstream_engine::StreamId;
 
 use crate::address::{self, Address, Caller, NamePart};
@@ -117,7 +118,7 @@ fn may_view(state: &State, key: &BundleRef, bundle: &BundleState, user: &Address
         || may_create(state, key, bundle, user)
 }
 
-impl<P: Pmem> Agent<P> {
+impl<P: Pmem, C: ColdTier> Agent<P, C> {
     // ----- users and clients ------------------------------------------------------------
 
     /// Adds a local user (an operator action: no caller). Returns its address.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crossbeam::channel::{self, Receiver};
 use pmem_emul::Pmem;
+use pstream_engine::ColdTier;
 
 use crate::address::{Address, Caller};
 use crate::agent::{denied, Agent, Inner, Subscriber};
@@ -58,7 +59,7 @@ fn cursor_of(bundle: &BundleState, user: &Address) -> Position {
     position
 }
 
-impl<P: Pmem> Agent<P> {
+impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// The bundle, if the caller reads it.
     fn readable_bundle<'s>(
         &self,

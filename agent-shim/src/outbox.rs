@@ -10,6 +10,7 @@
 //! redelivery after a crash on either side is safe.
 
 use pmem_emul::Pmem;
+use pstream_engine::ColdTier;
 use pstream_engine::StreamId;
 
 use crate::address::{self, Address};
@@ -54,7 +55,7 @@ fn protocol(peer: &str, detail: impl Into<String>) -> AgentError {
     }
 }
 
-impl<P: Pmem> Agent<P> {
+impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// Peer agents with something to send.
     pub fn outbox_peers(&self) -> Vec<String> {
         let inner = self.inner.lock();

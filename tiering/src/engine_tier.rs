@@ -219,7 +219,13 @@ pub struct TierConfig {
 /// A log whose cold tier is SSD files through io_uring (or its pread fallback).
 pub type TieredLog<P> = Log<P, EngineColdTier<UringIo>>;
 
-fn uring_tier(cold_dir: &Path, tier: &TierConfig) -> Result<EngineColdTier<UringIo>, TieredError> {
+/// Opens (creating the directory if missing) the cold tier in `cold_dir`: SSD files through
+/// io_uring, or its pread fallback. For stores that assemble their log themselves (the agent
+/// shim's `Agent::open_or_create_with_cold`).
+pub fn open_cold_tier(
+    cold_dir: &Path,
+    tier: &TierConfig,
+) -> Result<EngineColdTier<UringIo>, TieredError> {
     let io = UringIo::open(cold_dir, tier.uring.clone())?;
     Ok(EngineColdTier::open(io, tier.store.clone())?.0)
 }
@@ -232,7 +238,7 @@ pub fn create_tiered<P: Pmem>(
     config: LogConfig,
     options: OpenOptions,
 ) -> Result<TieredLog<P>, TieredError> {
-    let cold = uring_tier(cold_dir, tier)?;
+    let cold = open_cold_tier(cold_dir, tier)?;
     Ok(Log::create_with_cold(pool, cold, config, options)?)
 }
 
@@ -243,7 +249,7 @@ pub fn open_tiered<P: Pmem>(
     tier: &TierConfig,
     options: OpenOptions,
 ) -> Result<(TieredLog<P>, RecoveryReport), TieredError> {
-    let cold = uring_tier(cold_dir, tier)?;
+    let cold = open_cold_tier(cold_dir, tier)?;
     Ok(Log::open_with_cold(pool, cold, options)?)
 }
 

@@ -105,8 +105,8 @@ mod store;
 mod writer;
 
 pub use engine_tier::{
-    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_tiered, open_tiered_with,
-    EngineColdTier, TierConfig, TieredError, TieredLog,
+    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_cold_tier, open_tiered,
+    open_tiered_with, EngineColdTier, TierConfig, TieredError, TieredLog,
 };
 pub use error::{CorruptKind, DecodeError, IoOp, Result, Structure, TieringError};
 pub use format::{ColdFileIndex, Compression, RecordEntry};
