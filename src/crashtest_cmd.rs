@@ -43,10 +43,6 @@ pub struct CrashtestArgs {
     /// Do not shrink the trace of a failing case (report the prefix up to the failure)
     #[arg(long = "no-shrink")]
     no_shrink: bool,
-    /// Require every batch to survive a crash wholly or not at all (the crash model's rule
-    /// 2 read literally; the engine today may keep a prefix of a batch that spans segments)
-    #[arg(long = "strict-batches")]
-    strict_batches: bool,
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     json: bool,
@@ -74,14 +70,11 @@ pub fn run(args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
     if let Some(pool) = &args.child {
         return Ok(run_child(&KillFiles::for_pool(pool))?);
     }
-    let mut budgets = if args.quick {
+    let budgets = if args.quick {
         Budgets::small()
     } else {
         Budgets::default()
     };
-    if args.strict_batches {
-        budgets.set_strict_batches();
-    }
     if let Some(seed) = args.replay {
         return replay(seed, &budgets, args);
     }

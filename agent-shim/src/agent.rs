@@ -451,11 +451,16 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             .all(|r| r.len() <= self.log.max_payload_bytes()));
         let batch: Vec<(StreamId, &[u8])> =
             records.iter().map(|r| (self.sys, r.as_slice())).collect();
-        let seqs = self.log.append_batch(&batch)?;
-        let first_seq = seqs
-            .first()
-            .copied()
-            .ok_or_else(|| corrupt("empty snapshot batch"))?;
+        // A snapshot may take more than one engine batch holds: it goes in several batches
+        // (each atomic). A snapshot cut short by a crash is ignored on replay (its parts are
+        // counted), and nothing before it is trimmed until it is whole.
+        let lens: Vec<usize> = records.iter().map(Vec::len).collect();
+        let mut first_seq = None;
+        for range in self.log.batch_ranges(&lens) {
+            let seqs = self.log.append_batch(&batch[range])?;
+            first_seq = first_seq.or(seqs.first().copied());
+        }
+        let first_seq = first_seq.ok_or_else(|| corrupt("empty snapshot batch"))?;
         inner.next_snapshot_id += 1;
         inner.changes_since_snapshot = 0;
         inner.counters.snapshots_written += 1;

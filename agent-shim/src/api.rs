@@ -620,10 +620,16 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         let no = inner.state.bundles.get(key).map_or(0, |b| b.next_stream_no);
         let engine_id = self.log.create_stream(DATA_STREAM_LABEL)?;
         let written = if chunks.is_empty() {
-            Ok(Vec::new())
+            Ok(())
         } else {
+            // The stream exists only once its change record is durable (below), so its
+            // chunks need no atomicity of their own: as many engine batches as they need.
             let batch: Vec<(StreamId, &[u8])> = chunks.iter().map(|c| (engine_id, *c)).collect();
-            self.log.append_batch(&batch)
+            let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+            self.log
+                .batch_ranges(&lens)
+                .into_iter()
+                .try_for_each(|range| self.log.append_batch(&batch[range]).map(|_| ()))
         };
         if let Err(error) = written {
             self.drop_engine_stream(engine_id);
@@ -722,7 +728,10 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         Ok(seq)
     }
 
-    /// Appends several records to one stream with a single fence; durable on return.
+    /// Appends several records to one stream with a single fence, all or nothing (also
+    /// across a crash); durable on return. The records may take at most
+    /// `Log::batch_capacity_bytes` (the engine's limit for one atomic batch); a larger
+    /// batch is refused whole (`BatchTooLarge`), nothing written.
     pub fn append_batch(
         &self,
         caller: &Caller,

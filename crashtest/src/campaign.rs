@@ -54,7 +54,6 @@ impl Default for Budgets {
                 samples: 10,
                 recovery_crash_every: 0,
                 images_max: 0,
-                strict_batches: false,
             },
             shim_ops: 40,
             shim: ShimBudget::default(),
@@ -67,14 +66,6 @@ impl Default for Budgets {
 }
 
 impl Budgets {
-    /// Batches must survive a crash wholly or not at all, in every kind of case.
-    pub fn set_strict_batches(&mut self) {
-        self.engine.strict_batches = true;
-        self.threads.strict_batches = true;
-        self.migration.strict_batches = true;
-        self.shim.strict_batches = true;
-    }
-
     /// Smaller cases for quick runs (fuzzing, smoke tests).
     pub fn small() -> Budgets {
         Budgets {
@@ -84,7 +75,6 @@ impl Budgets {
                 samples: 4,
                 recovery_crash_every: 31,
                 images_max: 400,
-                strict_batches: false,
             },
             interleaved_rounds: 6,
             thread_ops: 10,

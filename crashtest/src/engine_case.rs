@@ -177,8 +177,6 @@ pub struct EngineBudget {
     pub recovery_crash_every: u64,
     /// Stop checking images after this many in the case (0 = no limit).
     pub images_max: u64,
-    /// Batches all or nothing (see [`Model::strict_batches`]).
-    pub strict_batches: bool,
 }
 
 impl Default for EngineBudget {
@@ -188,7 +186,6 @@ impl Default for EngineBudget {
             samples: 24,
             recovery_crash_every: 101,
             images_max: 0,
-            strict_batches: false,
         }
     }
 }
@@ -754,11 +751,15 @@ impl<P: SimBacked, E: ColdEnv> Runner<P, E> {
                 Ok(Outcome::Done(seqs))
             }
             Err(EngineError::PoolFull { .. }) => {
-                // Records written before the pool ran full stay, durable, unacknowledged:
-                // take them into the model (each stream's share is a prefix, in order).
-                self.absorb_partial_batch(&records)?;
+                // A batch is all or nothing: a refused one wrote nothing.
+                self.check_batch_left_nothing(&records)?;
                 self.set_pending(Vec::new());
                 self.make_room()?;
+                Ok(Outcome::Skipped)
+            }
+            Err(EngineError::BatchTooLarge { .. }) => {
+                self.check_batch_left_nothing(&records)?;
+                self.set_pending(Vec::new());
                 Ok(Outcome::Skipped)
             }
             Err(error) => Err(format!("append_batch failed: {error}")),
@@ -790,29 +791,21 @@ impl<P: SimBacked, E: ColdEnv> Runner<P, E> {
         Ok(())
     }
 
-    fn absorb_partial_batch(&self, records: &[(StreamId, Vec<u8>)]) -> Result<(), String> {
+    /// A refused batch must have written nothing: every stream's tail is where the model
+    /// has it.
+    fn check_batch_left_nothing(&self, records: &[(StreamId, Vec<u8>)]) -> Result<(), String> {
         let ids: std::collections::BTreeSet<StreamId> = records.iter().map(|(s, _)| *s).collect();
         for id in ids {
             let (_, next) = self.bounds(id)?;
-            let mut state = self.shared.lock();
-            let Some(stream) = state.model.streams.get_mut(&id) else {
+            let state = self.shared.lock();
+            let Some(stream) = state.model.streams.get(&id) else {
                 return Err(format!("batch touched unmodelled stream {id}"));
             };
-            let added = next.saturating_sub(stream.next_seq()) as usize;
-            let share: Vec<&Vec<u8>> = records
-                .iter()
-                .filter(|(s, _)| *s == id)
-                .map(|(_, p)| p)
-                .collect();
-            if added > share.len() {
+            if next != stream.next_seq() {
                 return Err(format!(
-                    "a failed batch added {added} records to {id}, it held {}",
-                    share.len()
+                    "a refused batch left records in {id}: next seq {next}, modelled {}",
+                    stream.next_seq()
                 ));
-            }
-            for bytes in share.into_iter().take(added) {
-                let seq = stream.next_seq();
-                stream.ack(seq, bytes.clone())?;
             }
         }
         Ok(())
@@ -924,7 +917,6 @@ pub fn run_ops_with_cold<P: SimBacked, E: ColdEnv>(
     tier: E::Tier,
 ) -> EngineRun {
     let shared = Arc::new(Mutex::new(HookState::new(true)));
-    shared.lock().model.strict_batches = budget.strict_batches;
     let options = OpenOptions {
         lane_count: setup.lane_count,
     };
@@ -1084,7 +1076,6 @@ mod tests {
             samples: 4,
             recovery_crash_every: 0,
             images_max: 0,
-            strict_batches: true,
         };
         let run = run_engine_ops(1, &ops, &EngineSetup::default(), &budget);
         assert_eq!(run.violation, None);

@@ -246,7 +246,6 @@ pub fn migration_budget() -> EngineBudget {
         samples: 4,
         recovery_crash_every: 0,
         images_max: 1000,
-        strict_batches: false,
     }
 }
 

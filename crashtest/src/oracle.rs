@@ -93,13 +93,10 @@ pub enum Pending {
 #[derive(Debug, Clone, Default)]
 pub struct Model {
     pub streams: BTreeMap<StreamId, StreamModel>,
-    /// In-flight operations (several with concurrent threads).
+    /// In-flight operations (several with concurrent threads). An in-flight append or
+    /// batch must be wholly present or wholly absent, across all of its streams (rule 2 of
+    /// the crash model read literally).
     pub pending: Vec<Pending>,
-    /// Require an in-flight batch to be wholly present or wholly absent (rule 2 of the crash
-    /// model read literally). Off, a batch may also leave a prefix of its records in each
-    /// stream, which is what the engine promises today (each record is atomic; a batch that
-    /// spans a segment boundary is made durable in two steps).
-    pub strict_batches: bool,
 }
 
 impl Model {
@@ -215,16 +212,14 @@ pub fn check_log<P: Pmem, C: ColdTier>(log: &Log<P, C>, model: &Model) -> Result
         }
         check_stream(log, model, *id, stream, &mut digest, &mut landed)?;
     }
-    if model.strict_batches {
-        for (op, count) in model.pending.iter().zip(&landed) {
-            if let Pending::Append { records } = op {
-                if *count != 0 && *count != records.len() {
-                    return Err(format!(
-                        "{count} of the {} records of an in-flight batch survived (a batch \
-                         must be wholly present or wholly absent)",
-                        records.len()
-                    ));
-                }
+    for (op, count) in model.pending.iter().zip(&landed) {
+        if let Pending::Append { records } = op {
+            if *count != 0 && *count != records.len() {
+                return Err(format!(
+                    "{count} of the {} records of an in-flight batch survived (a batch \
+                     must be wholly present or wholly absent)",
+                    records.len()
+                ));
             }
         }
     }
@@ -376,6 +371,7 @@ pub fn crafted_payload(
             seq,
             payload_len: 0,
             payload_crc: payload_crc(&[]),
+            batch_more: false,
         };
         payload.extend_from_slice(&encode(&header, CrcKey::new(pool_nonce, segment_gen)));
     }

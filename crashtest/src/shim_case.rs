@@ -751,9 +751,6 @@ pub struct ShimBudget {
     pub images_max: u64,
     /// Every n-th image is also crashed during its own recovery (0 = never).
     pub recovery_crash_every: u64,
-    /// An `append_batch` must survive a crash wholly or not at all. Off, a prefix of it may
-    /// survive too (the engine's batch semantics today; see [`crate::oracle::Model`]).
-    pub strict_batches: bool,
 }
 
 impl Default for ShimBudget {
@@ -764,7 +761,6 @@ impl Default for ShimBudget {
             samples: 6,
             images_max: 1500,
             recovery_crash_every: 16,
-            strict_batches: false,
         }
     }
 }
@@ -1171,74 +1167,6 @@ fn page_summary(page: &pstream_agent::Page) -> String {
     format!("{items:?} more={}", page.more)
 }
 
-/// Whether `recovered` is the state of `op`, an `append_batch`, with only a prefix of its
-/// records durable: it differs from `after` only in the target stream, whose tail lies
-/// strictly between the tails before and after, and whose readable records are those of
-/// `after`.
-fn batch_prefix_allowed(
-    op: &ShimOp,
-    before: &Observation,
-    after: &Observation,
-    recovered: Option<&Observation>,
-) -> bool {
-    let (ShimOp::AppendBatch { at, stream, .. }, Some(recovered)) = (op, recovered) else {
-        return false;
-    };
-    let key = (at.owner % 3, at.bundle % 2);
-    let no = u64::from(*stream);
-    let find = |obs: &Observation| -> Option<StreamObs> {
-        obs.bundle(key.0, key.1)?
-            .streams
-            .iter()
-            .find(|s| s.no == no)
-            .cloned()
-    };
-    let (Some(old), Some(new), Some(mid)) = (find(before), find(after), find(recovered)) else {
-        return false;
-    };
-    let tail_between = old.next_seq < mid.next_seq && mid.next_seq < new.next_seq;
-    let head_plausible = old.first_seq <= mid.first_seq && mid.first_seq <= mid.next_seq;
-    if !tail_between || !head_plausible {
-        return false;
-    }
-    // Every record the recovered stream serves is what the complete batch serves.
-    let mid_start = mid.first_seq.saturating_sub(1);
-    let new_start = new.first_seq.saturating_sub(1);
-    for (mid_reads, new_reads) in mid.reads.iter().zip(&new.reads) {
-        for (offset, read) in mid_reads.iter().enumerate() {
-            let seq = mid_start + offset as u64;
-            if seq == mid.next_seq {
-                if read.is_ok() {
-                    return false;
-                }
-                continue;
-            }
-            let same = seq
-                .checked_sub(new_start)
-                .and_then(|i| new_reads.get(i as usize))
-                .is_none_or(|expected| expected == read);
-            if !same {
-                return false;
-            }
-        }
-    }
-    // Everything else is exactly the state after the batch.
-    let mut patched = recovered.clone();
-    for (patched_key, bundle) in &mut patched.bundles {
-        if *patched_key != key {
-            continue;
-        }
-        if let Ok(bundle) = bundle {
-            for candidate in &mut bundle.streams {
-                if candidate.no == no {
-                    *candidate = new.clone();
-                }
-            }
-        }
-    }
-    patched == *after
-}
-
 /// Runs `ops` on a fresh agent, checking crash images at fences (see the module docs).
 pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<ShimRun> {
     let agent = Agent::create(SimPmem::new(POOL_BYTES), "crash.example", shim_config())?;
@@ -1322,10 +1250,8 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
             .recovered
             .iter()
             .find(|(_, digest)| {
-                *digest != before_digest
-                    && *digest != after_digest
-                    && (budget.strict_batches
-                        || !batch_prefix_allowed(op, &before, &after, state.observed.get(digest)))
+                // Every operation, `append_batch` included, is all or nothing.
+                *digest != before_digest && *digest != after_digest
             })
             .copied();
         if let Some((fence, digest)) = bad {

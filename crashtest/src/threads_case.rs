@@ -61,7 +61,6 @@ pub fn run_threads(seed: u64, ops_per_thread: usize, budget: &EngineBudget) -> E
         Err(error) => return failed(format!("cannot create the log: {error}")),
     };
     let shared = Arc::new(Mutex::new(HookState::new(false)));
-    shared.lock().model.strict_batches = budget.strict_batches;
     let mut streams = Vec::new();
     for index in 0..3 {
         let label = format!("t{index}").into_bytes();

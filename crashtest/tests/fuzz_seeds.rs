@@ -112,6 +112,7 @@ fn engine_seeds() {
             seq: 42,
             payload_len: 100,
             payload_crc: record::payload_crc(&[1; 100]),
+            batch_more: false,
         },
         key,
     );

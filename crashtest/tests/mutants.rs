@@ -18,7 +18,6 @@ fn dropped_flushes_are_caught_and_shrunk() {
         samples: 16,
         recovery_crash_every: 0,
         images_max: 0,
-        strict_batches: false,
     };
     let seed = 41;
     // Batches only: a single append checks on return that nothing is left unpersisted

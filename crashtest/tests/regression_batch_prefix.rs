@@ -1,11 +1,9 @@
 //! Found by the first long campaign (case seed 1065, shrunk to nine operations): a shim
-//! `append_batch` that spans a segment boundary of its engine stream is made durable in two
-//! steps, so a crash between them keeps a prefix of the batch. That is the engine's batch
-//! semantics today (each record atomic, see `oracle::Model::strict_batches`), and it breaks
-//! rule 2 of the crash model read literally (an unacknowledged operation is wholly present
-//! or wholly absent). This test pins both readings: it fails under `strict_batches` and
-//! passes without. If batches become atomic, the strict run stops failing: then make
-//! strict the default (`Budgets`, `ShimBudget`, `EngineBudget`) and flip this test.
+//! `append_batch` that spanned a segment boundary of its engine stream was made durable in
+//! two steps, so a crash between them kept a prefix of the batch, which breaks rule 2 of the
+//! crash model (an unacknowledged operation is wholly present or wholly absent). Batches are
+//! atomic now (they never span segments; recovery drops an incomplete one whole), and the
+//! oracle is strict for every operation: this trace must pass.
 
 use pstream_crashtest::shim_case::{run_shim_ops, ShimBudget, ShimOp, Target};
 
@@ -45,19 +43,9 @@ fn trace() -> Vec<ShimOp> {
 }
 
 #[test]
-fn a_batch_spanning_segments_can_leave_a_prefix() {
+fn a_batch_at_a_segment_boundary_is_all_or_nothing() {
     let seed = 1065;
-    let strict = ShimBudget {
-        strict_batches: true,
-        ..ShimBudget::default()
-    };
-    let run = run_shim_ops(seed, &trace(), &strict).expect("runs");
-    let violation = run
-        .violation
-        .expect("a prefix of the batch survives some crash image");
-    assert_eq!(violation.op_index, Some(8), "{violation}");
-    assert!(violation.crash_point.is_some(), "{violation}");
-
-    let lenient = run_shim_ops(seed, &trace(), &ShimBudget::default()).expect("runs");
-    assert_eq!(lenient.violation, None, "only the batch prefix differs");
+    let run = run_shim_ops(seed, &trace(), &ShimBudget::default()).expect("runs");
+    assert_eq!(run.violation, None, "a batch survived in part");
+    assert!(run.tally.images > 0, "no crash image was checked");
 }

@@ -65,6 +65,15 @@ pub enum EngineError {
     StreamTableFull { slot_count: u64 },
     #[error("payload of {len_bytes} bytes exceeds the maximum of {max_bytes}")]
     PayloadTooLarge { len_bytes: usize, max_bytes: usize },
+    #[error(
+        "batch of {record_count} records takes {batch_bytes} bytes, more than the {capacity_bytes} \
+         one batch may take (a batch is one atomic write into one segment); split it"
+    )]
+    BatchTooLarge {
+        record_count: usize,
+        batch_bytes: u64,
+        capacity_bytes: u64,
+    },
     #[error("label of {len_bytes} bytes exceeds the maximum of {max_bytes}")]
     LabelTooLong { len_bytes: usize, max_bytes: usize },
     #[error("pool is full: all {segment_count} segments hold live data")]

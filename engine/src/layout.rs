@@ -179,4 +179,14 @@ impl Layout {
     pub fn torn_extent_max_bytes(&self) -> u64 {
         record_size_bytes(self.max_payload_bytes as usize) as u64
     }
+
+    /// The most bytes one batch (all its records, headers and padding) may take. A batch is
+    /// written with one fence into one segment, so it is bounded by the torn extent (which
+    /// itself fits an empty segment): only the last write of a lane can be torn, and it never
+    /// reaches further than this from its start.
+    pub fn batch_capacity_bytes(&self) -> u64 {
+        let capacity = self.torn_extent_max_bytes();
+        debug_assert!(capacity + SEGMENT_HEADER_BYTES as u64 <= self.segment_size_bytes);
+        capacity
+    }
 }

@@ -582,7 +582,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let size_bytes = record::record_size_bytes(payload.len()) as u64;
         let seq = {
             let mut lane = self.acquire_lane();
-            let open = self.room_for(&mut lane, size_bytes, None)?;
+            let open = self.room_for(&mut lane, size_bytes)?;
             let loc = Loc::new(open.segment, open.tail_bytes as u32);
             let seq = stream.reserve(IndexEntry {
                 loc,
@@ -595,6 +595,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 seq,
                 payload_len: payload.len() as u32,
                 payload_crc,
+                batch_more: false,
             };
             let offset = self.write_record(&open, &header, payload, true);
             self.pmem.fence();
@@ -607,76 +608,130 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         Ok(seq)
     }
 
-    /// Appends many records (of one or several streams) and makes them durable with one
-    /// fence (more only if they span segments or exceed the torn-write extent). Returns the
-    /// seq of each, in order. Nothing is written unless every record is acceptable.
+    /// Appends many records (of one or several streams) as one atomic batch and makes them
+    /// durable with one fence. Returns the seq of each, in order.
+    ///
+    /// All or nothing, also across crashes: the records go consecutively into one segment
+    /// (the lane seals its open segment first if the batch does not fit), every record but
+    /// the last says that more of its batch follow, and recovery drops a batch whose last
+    /// record is missing. No record of the batch becomes readable before all are durable.
+    /// A batch takes at most [`Log::batch_capacity_bytes`] (see
+    /// [`Log::batch_size_bytes`]); a larger one is refused with
+    /// [`EngineError::BatchTooLarge`]. Nothing is written unless every record is acceptable.
     pub fn append_batch(&self, records: &[(StreamId, &[u8])]) -> Result<Vec<u64>> {
-        let mut resolved = Vec::with_capacity(records.len());
-        for &(id, payload) in records {
-            self.check_payload(payload.len())?;
-            resolved.push((self.stream(id)?, payload, record::payload_crc(payload)));
+        if records.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut seqs = Vec::with_capacity(records.len());
-        {
+        let mut batch_bytes = 0u64;
+        for &(_, payload) in records {
+            self.check_payload(payload.len())?;
+            batch_bytes += record::record_size_bytes(payload.len()) as u64;
+        }
+        let capacity_bytes = self.batch_capacity_bytes();
+        if batch_bytes > capacity_bytes {
+            return Err(EngineError::BatchTooLarge {
+                record_count: records.len(),
+                batch_bytes,
+                capacity_bytes,
+            });
+        }
+        let mut streams = Vec::with_capacity(records.len());
+        for &(id, _) in records {
+            streams.push(self.stream(id)?);
+        }
+        let crcs: Vec<u32> = records
+            .iter()
+            .map(|(_, payload)| record::payload_crc(payload))
+            .collect();
+        let stream_refs: Vec<&Stream> = streams.iter().map(Arc::as_ref).collect();
+        let seqs = {
             let mut lane = self.acquire_lane();
-            // Written but not yet fenced: (segment offset of the first byte, bytes).
-            let mut unfenced: Option<(usize, u64)> = None;
-            for (stream, payload, payload_crc) in &resolved {
+            let open = self.room_for(&mut lane, batch_bytes)?;
+            let mut entries = Vec::with_capacity(records.len());
+            let mut tail_bytes = open.tail_bytes;
+            for (_, payload) in records {
                 let size_bytes = record::record_size_bytes(payload.len()) as u64;
-                if matches!(unfenced, Some((_, bytes)) if bytes + size_bytes > self.layout.torn_extent_max_bytes())
-                {
-                    self.flush_and_fence(unfenced);
-                    lane.fences += 1;
-                    unfenced = None;
-                }
-                let segment_before = lane.current.map(|c| c.segment);
-                let open = match self.room_for(&mut lane, size_bytes, unfenced) {
-                    Ok(open) => open,
-                    Err(error) => {
-                        // Records already written stay valid; make them durable and
-                        // acknowledge none (the caller sees the error).
-                        self.flush_and_fence(unfenced);
-                        self.finish_batch(&resolved, &seqs);
-                        return Err(error);
-                    }
-                };
-                if segment_before != Some(open.segment) {
-                    unfenced = None; // the seal's fence made them durable
-                }
-                let loc = Loc::new(open.segment, open.tail_bytes as u32);
-                let seq = match stream.reserve(IndexEntry {
-                    loc,
+                entries.push(IndexEntry {
+                    loc: Loc::new(open.segment, tail_bytes as u32),
                     size_bytes: size_bytes as u32,
-                }) {
-                    Ok(seq) => seq,
-                    Err(error) => {
-                        self.flush_and_fence(unfenced);
-                        self.finish_batch(&resolved, &seqs);
-                        return Err(error);
-                    }
+                });
+                tail_bytes += size_bytes;
+            }
+            assert!(
+                tail_bytes <= self.layout.segment_size_bytes,
+                "room_for made room for the whole batch"
+            );
+            let seqs = Stream::reserve_batch(&stream_refs, &entries)?;
+            lane.unsettled_records += records.len() as i64;
+            lane.unsettled_bytes += batch_bytes as i64;
+            let start = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
+            let last = records.len() - 1;
+            for (i, ((&(id, payload), &seq), &payload_crc)) in
+                records.iter().zip(&seqs).zip(&crcs).enumerate()
+            {
+                let Some(current) = lane.current else {
+                    unreachable!("room_for left the lane an open segment");
                 };
-                lane.unsettled_records += 1;
-                lane.unsettled_bytes += size_bytes as i64;
                 let header = RecordHeader {
-                    stream_id: stream.id.0,
+                    stream_id: id.0,
                     seq,
                     payload_len: payload.len() as u32,
-                    payload_crc: *payload_crc,
+                    payload_crc,
+                    batch_more: i != last,
                 };
-                let offset = self.write_record(&open, &header, payload, false);
-                self.advance_lane(&mut lane, offset, size_bytes);
-                unfenced = Some(match unfenced {
-                    Some((start, bytes)) => (start, bytes + size_bytes),
-                    None => (offset, size_bytes),
-                });
-                seqs.push(seq);
+                let offset = self.write_record(&current, &header, payload, false);
+                debug_assert_eq!(
+                    offset,
+                    self.layout.segment_offset(open.segment)
+                        + entries[i].loc.offset_bytes() as usize
+                );
+                self.advance_lane(&mut lane, offset, u64::from(entries[i].size_bytes));
             }
-            self.flush_and_fence(unfenced);
+            // IMPORTANT: one fence for the whole batch, and the batch fits the torn extent:
+            // a crash leaves every record of it, or an incomplete batch recovery drops.
+            self.flush_and_fence(Some((start, batch_bytes)));
             lane.fences += 1;
             lane.appends += 1;
-        }
-        self.finish_batch(&resolved, &seqs);
+            seqs
+        };
+        Stream::publish_batch(&stream_refs, &seqs);
         Ok(seqs)
+    }
+
+    /// The most bytes one batch may take in a segment (see [`Log::batch_size_bytes`]).
+    pub fn batch_capacity_bytes(&self) -> u64 {
+        self.layout.batch_capacity_bytes()
+    }
+
+    /// Bytes a batch with payloads of these lengths takes in a segment: each record is a
+    /// header plus its payload, padded to a cache line.
+    pub fn batch_size_bytes(payload_lens: impl IntoIterator<Item = usize>) -> u64 {
+        payload_lens
+            .into_iter()
+            .map(|len| record::record_size_bytes(len) as u64)
+            .sum()
+    }
+
+    /// Splits records with payloads of these lengths, in order, into consecutive ranges
+    /// that each fit one batch, for callers that need no atomicity across the whole list
+    /// (each range is then atomic on its own). A record too large for any batch gets a
+    /// range of its own (appending it reports the error).
+    pub fn batch_ranges(&self, payload_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+        let capacity_bytes = self.batch_capacity_bytes();
+        let mut ranges = Vec::new();
+        let (mut start, mut bytes) = (0usize, 0u64);
+        for (i, &len) in payload_lens.iter().enumerate() {
+            let size_bytes = record::record_size_bytes(len) as u64;
+            if i > start && bytes + size_bytes > capacity_bytes {
+                ranges.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size_bytes;
+        }
+        if start < payload_lens.len() {
+            ranges.push(start..payload_lens.len());
+        }
+        ranges
     }
 
     /// Starts the write-back of a batch's unfenced records, then fences.
@@ -685,13 +740,6 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             self.pmem.flush(start, bytes as usize);
         }
         self.pmem.fence();
-    }
-
-    fn finish_batch(&self, resolved: &[(Arc<Stream>, &[u8], u32)], seqs: &[u64]) {
-        // In reservation order: see `Stream::publish` for why this cannot deadlock.
-        for ((stream, _, _), &seq) in resolved.iter().zip(seqs) {
-            stream.publish(seq);
-        }
     }
 
     /// Writes header and payload at the lane's tail; with `flush`, also starts their
@@ -749,14 +797,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     }
 
     /// The lane's open segment, with room for `size_bytes`; seals a full one and opens the
-    /// next. `unfenced` bytes in the current segment are flushed and fenced first, so they
-    /// are durable before the segment reads as sealed.
-    fn room_for(
-        &self,
-        lane: &mut Lane,
-        size_bytes: u64,
-        unfenced: Option<(usize, u64)>,
-    ) -> Result<OpenSegment> {
+    /// next. Every record of the lane is durable here (each append and batch fences before
+    /// it releases the lane), so the seal never covers an unfenced record, and a batch never
+    /// spans two segments.
+    fn room_for(&self, lane: &mut Lane, size_bytes: u64) -> Result<OpenSegment> {
+        debug_assert!(size_bytes <= self.layout.batch_capacity_bytes());
         if let Some(open) = lane.current {
             if open.tail_bytes + size_bytes <= self.layout.segment_size_bytes {
                 return Ok(open);
@@ -765,12 +810,6 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let fresh = self.take_segment(lane.lane_index, size_bytes)?;
         lane.fences += 2; // segment header, then its table entry
         if let Some(full) = lane.current.replace(fresh) {
-            // IMPORTANT: the records must be durable before the seal is. One fence for
-            // both would allow a crash image holding the seal but not the records.
-            if unfenced.is_some() {
-                self.flush_and_fence(unfenced);
-                lane.fences += 1;
-            }
             self.settle_live(full.segment, lane);
             self.seal(full);
             lane.fences += 1;

@@ -18,10 +18,20 @@
 //! segment was freed are the only copy of their records and are indexed. A damaged file
 //! with no persistent-memory copy is reported as corruption, never silently dropped.
 //!
+//! An open segment whose valid records end inside a batch (trailing `KIND_BATCH_MORE`
+//! records, see `format::record`) lost that batch's last record: the whole batch is dropped
+//! with the torn tail (zeroed), so a batch is all or nothing.
+//!
 //! Then per stream: records of a live slot with the slot's incarnation and `seq >=
 //! first_seq` are sorted by seq; the dense run from `first_seq` is the stream. A record past
 //! a gap was never acknowledged (acks wait for every lower seq), so it is voided with one
 //! atomic store. Duplicates cannot happen and are reported as corruption.
+//!
+//! Batches are all or nothing here too: a batch with a record past a gap was not
+//! acknowledged (a batch publishes nothing before every lower seq of each of its streams is
+//! durable), so its other records are voided as well, which may cut other streams and doom
+//! further batches: this repeats until nothing changes. A batch that holds a void record was
+//! being voided by an interrupted recovery and is voided whole.
 //!
 //! Every repair (voiding, tail scrub, scrub redo) is idempotent, so a crash during recovery
 //! is recovered by running recovery again.
@@ -54,6 +64,9 @@ pub struct RecoveryReport {
     pub bytes_scanned: u64,
     /// Open segments whose last write was torn and dropped.
     pub torn_tails_dropped: u64,
+    /// Records of incomplete batches (the batch's last record missing) at the end of open
+    /// segments, dropped with the torn tail.
+    pub incomplete_batch_records_dropped: u64,
     /// Records past a gap in their stream (never acknowledged), voided.
     pub orphans_voided: u64,
     /// Segments zeroed and freed (interrupted scrubs, and segments with nothing live).
@@ -68,6 +81,16 @@ pub struct RecoveryReport {
     /// tier, by generation: left untouched and not indexed.
     pub cold_files_foreign: Vec<u64>,
     pub duration: Duration,
+}
+
+/// A record recovery found for a live stream.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    seq: u64,
+    entry: IndexEntry,
+    /// The batch it belongs to (hot records); cold files keep no batches (their records
+    /// were all acknowledged).
+    batch: Option<usize>,
 }
 
 pub(crate) fn read_layout<P: Pmem>(pmem: &P) -> Result<Layout> {
@@ -157,7 +180,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let damaged: HashSet<u64> = inventory.damaged.into_iter().collect();
 
         // Segments, by the decision table; records go straight to their stream.
-        let mut per_stream: HashMap<u64, Vec<(u64, IndexEntry)>> = HashMap::new();
+        let mut per_stream: HashMap<u64, Vec<Found>> = HashMap::new();
+        // Per batch of a hot segment (by batch number): whether it must be voided whole.
+        let mut doomed: Vec<bool> = Vec::new();
         let mut scanned: Vec<ScannedRecord> = Vec::new();
         let mut free = Vec::new();
         let mut partial = Vec::new();
@@ -215,6 +240,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                         log.pmem.fence();
                         report.torn_tails_dropped += 1;
                     }
+                    report.incomplete_batch_records_dropped += tail.incomplete_batch_records;
                     partial.push(OpenSegment {
                         segment,
                         key,
@@ -233,9 +259,18 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     unreachable!("resolved to Sealed above")
                 }
             }
+            let mut batch = doomed.len();
             for record in &scanned {
                 let header = record.header;
+                if batch == doomed.len() {
+                    doomed.push(false);
+                }
+                let this_batch = batch;
+                if !header.batch_more {
+                    batch = doomed.len();
+                }
                 if record.void {
+                    doomed[this_batch] = true;
                     continue;
                 }
                 let Some((_, slot)) = live_slots.get(&header.stream_id) else {
@@ -249,11 +284,13 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     loc: Loc::new(segment, record.offset_bytes),
                     size_bytes,
                 };
-                per_stream
-                    .entry(header.stream_id)
-                    .or_default()
-                    .push((header.seq, entry));
+                per_stream.entry(header.stream_id).or_default().push(Found {
+                    seq: header.seq,
+                    entry,
+                    batch: Some(this_batch),
+                });
             }
+            debug_assert_eq!(batch, doomed.len(), "scans end with a complete batch");
         }
         // Files whose segment was freed (and maybe reused): the only copy of their records.
         let mut orphan_gens: Vec<u64> = cold_files.keys().copied().collect();
@@ -277,32 +314,66 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             ));
         }
 
-        // Streams from records.
+        // Streams from records: each stream's dense run, then batches all or nothing.
+        let mut lists: Vec<(u64, Vec<Found>)> = Vec::with_capacity(live_slots.len());
+        for stream_id in live_slots.keys() {
+            let mut records = per_stream.remove(stream_id).unwrap_or_default();
+            records.sort_unstable_by_key(|found| found.seq);
+            if let Some(pair) = records.windows(2).find(|pair| pair[0].seq == pair[1].seq) {
+                return Err(EngineError::corruption(
+                    log.location_of(pair[1].entry.loc),
+                    format!(
+                        "stream {} seq {} is duplicated",
+                        StreamId(*stream_id),
+                        pair[1].seq
+                    ),
+                ));
+            }
+            lists.push((*stream_id, records));
+        }
+        let dense_len = |first_seq: u64, records: &[Found], doomed: &[bool]| {
+            records
+                .iter()
+                .enumerate()
+                .take_while(|(i, found)| {
+                    found.seq == first_seq + *i as u64
+                        && !found.batch.is_some_and(|batch| doomed[batch])
+                })
+                .count()
+        };
+        loop {
+            let mut changed = false;
+            for (stream_id, records) in &lists {
+                let first_seq = live_slots[stream_id].1.first_seq;
+                let cut = dense_len(first_seq, records, &doomed);
+                for batch in records[cut..].iter().filter_map(|found| found.batch) {
+                    changed |= !doomed[batch];
+                    doomed[batch] = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
         let mut orphans: Vec<(u32, CrcKey, u32)> = Vec::new();
         let mut streams_built = Vec::with_capacity(live_slots.len());
-        for (stream_id, (slot, decoded)) in &live_slots {
-            let mut records = per_stream.remove(stream_id).unwrap_or_default();
-            records.sort_unstable_by_key(|(seq, _)| *seq);
+        for (stream_id, records) in lists {
+            let (slot, decoded) = &live_slots[&stream_id];
+            let cut = dense_len(decoded.first_seq, &records, &doomed);
             let mut index = Index {
                 first_seq: decoded.first_seq,
-                entries: Default::default(),
+                entries: records[..cut].iter().map(|found| found.entry).collect(),
             };
-            let mut expected = decoded.first_seq;
-            for (seq, entry) in records {
-                if seq == expected {
-                    index.entries.push_back(entry);
-                    expected += 1;
-                    continue;
-                }
-                let location = log.location_of(entry.loc);
-                if seq < expected || entry.loc.is_cold() {
-                    // Duplicates cannot happen, and cold records were all acknowledged
-                    // (only durable prefixes migrate): either is damage.
+            for found in &records[cut..] {
+                let entry = found.entry;
+                if entry.loc.is_cold() {
+                    // Cold records were all acknowledged (only durable prefixes migrate).
                     return Err(EngineError::corruption(
-                        location,
+                        log.location_of(entry.loc),
                         format!(
-                            "stream {} seq {seq} is duplicated or follows a gap",
-                            StreamId(*stream_id)
+                            "stream {} seq {} follows a gap",
+                            StreamId(stream_id),
+                            found.seq
                         ),
                     ));
                 }
@@ -316,13 +387,14 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     entry.loc.offset_bytes(),
                 ));
             }
+            index.entries.shrink_to_fit();
             for entry in &index.entries {
                 log.count_recovered(*entry);
                 report.live_bytes += u64::from(entry.size_bytes);
             }
             report.live_records += index.entries.len() as u64;
             streams_built.push(Stream::new(
-                StreamId(*stream_id),
+                StreamId(stream_id),
                 *slot,
                 decoded.label.clone(),
                 index,
@@ -427,7 +499,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         &self,
         file: ColdSegment,
         live_slots: &HashMap<u64, (u32, stream_slot::StreamSlot)>,
-        per_stream: &mut HashMap<u64, Vec<(u64, IndexEntry)>>,
+        per_stream: &mut HashMap<u64, Vec<Found>>,
         report: &mut RecoveryReport,
     ) -> Result<()> {
         let cold_loc = {
@@ -465,10 +537,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 loc: cold_loc,
                 size_bytes,
             };
-            per_stream
-                .entry(record.stream_id)
-                .or_default()
-                .push((record.seq, entry));
+            per_stream.entry(record.stream_id).or_default().push(Found {
+                seq: record.seq,
+                entry,
+                batch: None,
+            });
         }
         Ok(())
     }

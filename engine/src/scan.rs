@@ -12,9 +12,16 @@
 //! | open    | non-zero byte past the longest possible write   | corruption (mid-log)      |
 //! | open    | otherwise                                       | torn tail: dropped        |
 //!
-//! A lane starts a record only after the previous one is durable (a batch fences before its
-//! unfenced bytes exceed the torn extent), so only the last write of an open segment can be
-//! torn, and nothing it wrote reaches past `torn_extent_max_bytes` from its start.
+//! Then batches (see `format::record`): the valid records must end with a record that ends
+//! its batch. In a sealed segment, a trailing `KIND_BATCH_MORE` record is corruption (a
+//! lane seals only after its last batch is complete and durable). In an open segment, the
+//! trailing `KIND_BATCH_MORE` records are an incomplete batch: the tail moves back to the
+//! batch's first record and the batch is dropped with the torn tail.
+//!
+//! A lane starts a write only after the previous one is durable, and a write (one record or
+//! one batch) takes at most `torn_extent_max_bytes`, so only the last write of an open
+//! segment can be torn, and nothing it wrote reaches past `torn_extent_max_bytes` from its
+//! start, which is at or before the first invalid position (or the incomplete batch).
 
 use pmem_emul::Pmem;
 
@@ -38,6 +45,9 @@ pub struct OpenTail {
     pub torn_end_bytes: u64,
     /// Records (live and void) before the tail.
     pub record_count: u64,
+    /// Records of an incomplete batch at the end of the valid records, dropped (the tail
+    /// is at the first of them).
+    pub incomplete_batch_records: u64,
 }
 
 fn record_location(segment: u32, offset_bytes: u64) -> Location {
@@ -148,6 +158,14 @@ pub fn scan_sealed<P: Pmem>(
         pos += record::record_size_bytes(header.payload_len as usize) as u64;
         count += 1;
     }
+    if let Some(last) = out.last().filter(|_| count > 0) {
+        if last.header.batch_more {
+            return Err(EngineError::corruption(
+                record_location(segment, u64::from(last.offset_bytes)),
+                "sealed segment ends inside a batch (its last record says more follow)",
+            ));
+        }
+    }
     if count != entry.record_count {
         return Err(EngineError::corruption(
             Location::SegmentEntry { segment },
@@ -175,6 +193,10 @@ pub fn scan_open<P: Pmem>(
     let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
     let mut pos = SEGMENT_HEADER_BYTES as u64;
     let mut record_count = 0u64;
+    let first_out = out.len();
+    // Start of the batch the last valid record belongs to, and its records so far.
+    let mut batch_start = pos;
+    let mut batch_records = 0u64;
     while let Some((header, void)) = read_record(pmem, base, pos, end, key, true) {
         out.push(ScannedRecord {
             header,
@@ -183,6 +205,11 @@ pub fn scan_open<P: Pmem>(
         });
         pos += record::record_size_bytes(header.payload_len as usize) as u64;
         record_count += 1;
+        batch_records += 1;
+        if !header.batch_more {
+            batch_start = pos;
+            batch_records = 0;
+        }
     }
     // `pos` is the first position without a valid record: a torn tail or damage. A batch
     // fences once for many records, so a torn record may be followed by valid ones of the
@@ -198,9 +225,15 @@ pub fn scan_open<P: Pmem>(
             ),
         ));
     }
+    // Trailing records that say more of their batch follow, with no record ending the
+    // batch: the batch was not complete when the crash hit; it goes with the torn tail.
+    debug_assert!(batch_start <= pos && batch_records <= record_count);
+    out.truncate(out.len() - batch_records as usize);
+    debug_assert!(out.len() >= first_out);
     Ok(OpenTail {
-        tail_bytes: pos,
+        tail_bytes: batch_start,
         torn_end_bytes: torn_end,
-        record_count,
+        record_count: record_count - batch_records,
+        incomplete_batch_records: batch_records,
     })
 }

@@ -148,12 +148,18 @@ impl Stream {
     /// Waits only for lower seqs, which were reserved earlier, by writers that publish their
     /// records in reservation order: the wait graph points strictly back in time, no cycle.
     pub fn publish(&self, seq: u64) {
+        self.wait_durable_below(seq);
+        self.durable_next.store(seq + 1, Ordering::Release);
+    }
+
+    /// Waits until every seq below `seq` is durable (published) and `seq` is not yet.
+    fn wait_durable_below(&self, seq: u64) {
         let mut spins = 0u32;
         loop {
             let durable_next = self.durable_next.load(Ordering::Acquire);
             debug_assert!(durable_next <= seq, "seq {seq} published twice");
             if durable_next == seq {
-                break;
+                return;
             }
             if spins < 128 {
                 std::hint::spin_loop();
@@ -162,7 +168,86 @@ impl Stream {
             }
             spins += 1;
         }
-        self.durable_next.store(seq + 1, Ordering::Release);
+    }
+
+    /// Reserves the seqs of a batch, all or none: record `i` goes to `streams[i]` at
+    /// `entries[i]`. Every distinct stream of the batch stays locked (in slot order, so two
+    /// batches cannot deadlock) for the whole reservation: two writers sharing streams then
+    /// reserve in the same order in every stream they share, which is what keeps
+    /// [`Stream::publish_batch`] free of wait cycles. The caller holds the lane.
+    pub fn reserve_batch(streams: &[&Stream], entries: &[IndexEntry]) -> Result<Vec<u64>> {
+        assert_eq!(streams.len(), entries.len(), "one entry per record");
+        let mut distinct: Vec<&Stream> = streams.to_vec();
+        distinct.sort_unstable_by_key(|s| (s.slot, std::ptr::from_ref(*s) as usize));
+        distinct.dedup_by(|a, b| std::ptr::eq(*a, *b));
+        let mut guards: Vec<_> = distinct.iter().map(|s| s.state.lock()).collect();
+        let position = |stream: &Stream| {
+            distinct
+                .iter()
+                .position(|d| std::ptr::eq(*d, stream))
+                .unwrap_or_else(|| unreachable!("every stream of the batch is in `distinct`"))
+        };
+        // Check everything first: nothing is reserved unless every record can be.
+        for (at, stream) in distinct.iter().enumerate() {
+            let state = &guards[at];
+            if state.deleted {
+                return Err(EngineError::UnknownStream(stream.id));
+            }
+            let count = streams
+                .iter()
+                .filter(|s| std::ptr::eq(**s, *stream))
+                .count() as u64;
+            if state.next_seq + count >= SEQ_LIMIT {
+                return Err(EngineError::SeqExhausted(stream.id));
+            }
+        }
+        let mut seqs = Vec::with_capacity(streams.len());
+        for (stream, entry) in streams.iter().zip(entries) {
+            let state = &mut guards[position(stream)];
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            debug_assert_eq!(
+                state.index.first_seq + state.index.entries.len() as u64,
+                seq
+            );
+            state.index.entries.push_back(*entry);
+            seqs.push(seq);
+        }
+        Ok(seqs)
+    }
+
+    /// Publishes a batch reserved with [`Stream::reserve_batch`] as a whole: first waits
+    /// until, in every stream of the batch, every seq below the batch's is durable, and only
+    /// then publishes any of its records. So no record of the batch becomes readable (nor
+    /// can a later append of its streams be acknowledged) before the whole batch can be
+    /// acknowledged, which is what lets recovery drop a batch whole.
+    ///
+    /// No wait cycle: a batch waits only for writers that finished reserving in a shared
+    /// stream before it started reserving (reservations hold all of a batch's streams), so
+    /// every wait points strictly back in time.
+    pub fn publish_batch(streams: &[&Stream], seqs: &[u64]) {
+        assert_eq!(streams.len(), seqs.len(), "one seq per record");
+        // Per distinct stream: (stream, lowest seq, highest seq); a stream's seqs in a batch
+        // are consecutive, in record order.
+        let mut ranges: Vec<(&Stream, u64, u64)> = Vec::new();
+        for (stream, &seq) in streams.iter().zip(seqs) {
+            match ranges
+                .iter_mut()
+                .find(|(s, _, _)| std::ptr::eq(*s, *stream))
+            {
+                Some(range) => {
+                    debug_assert_eq!(range.2 + 1, seq, "a batch's seqs of a stream are dense");
+                    range.2 = seq;
+                }
+                None => ranges.push((stream, seq, seq)),
+            }
+        }
+        for (stream, first, _) in &ranges {
+            stream.wait_durable_below(*first);
+        }
+        for (stream, _, last) in &ranges {
+            stream.durable_next.store(last + 1, Ordering::Release);
+        }
     }
 
     /// Marks the stream deleted; later reservations fail. Returns the index it held.

@@ -1,4 +1,5 @@
-//! Crash consistency, single writer: at every fence of a workload (appends, batches, trims,
+//! Crash consistency, single writer: at every fence of a workload (appends, multi-stream
+//! batches, batches that do not fit their segment's rest, refused oversized batches, trims,
 //! deletes, creates, segment roll-overs, crafted payloads), every crash image the simulator
 //! can produce (exhaustively where there are few, seeded samples otherwise) recovers to the
 //! oracle. Some images are crashed again during their own recovery.
@@ -7,7 +8,7 @@ mod common;
 
 use common::{Budget, CrashChecker, Pending};
 use pmem_emul::{SimPmem, SplitMix64};
-use pstream_engine::{Log, StreamId};
+use pstream_engine::{EngineError, Log, StreamId};
 
 const POOL_BYTES: usize = 256 * 1024;
 
@@ -87,7 +88,16 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
                 }];
                 let borrowed: Vec<(StreamId, &[u8])> =
                     records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
-                let seqs = log.append_batch(&borrowed).expect("batch");
+                let seqs = match log.append_batch(&borrowed) {
+                    Ok(seqs) => seqs,
+                    Err(EngineError::BatchTooLarge { batch_bytes, .. }) => {
+                        // Refused whole: nothing written, nothing to model.
+                        assert!(batch_bytes > log.batch_capacity_bytes());
+                        checker.model.lock().pending.clear();
+                        continue;
+                    }
+                    Err(error) => panic!("batch: {error}"),
+                };
                 let mut model = checker.model.lock();
                 model.pending.clear();
                 for ((stream, bytes), seq) in records.into_iter().zip(seqs) {

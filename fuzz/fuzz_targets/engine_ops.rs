@@ -72,7 +72,6 @@ fuzz_target!(|data: &[u8]| {
         samples: 2,
         recovery_crash_every: 13,
         images_max: 24,
-        strict_batches: false,
     };
     // A small pool (5 segments) fills quickly: pool-full and reclaim paths get exercised.
     let setup = EngineSetup {

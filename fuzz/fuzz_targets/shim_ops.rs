@@ -96,7 +96,6 @@ fuzz_target!(|data: &[u8]| {
         samples: 1,
         images_max: 12,
         recovery_crash_every: 7,
-        strict_batches: false,
     };
     match run_shim_ops(seed, &ops, &budget) {
         Ok(run) => {

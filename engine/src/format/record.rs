@@ -7,7 +7,7 @@
 //! 16  u64 seq          dense per-stream sequence number
 //! 24  u32 payload_len  at most MAX_PAYLOAD_BYTES
 //! 28  u8  version      RECORD_VERSION
-//! 29  u8  kind         KIND_DATA
+//! 29  u8  kind         KIND_DATA, or KIND_BATCH_MORE when more records of its batch follow
 //! 30  u16 reserved     zero
 //! 32  payload, then zero padding to the next cache line (64 bytes)
 //! ```
@@ -17,6 +17,11 @@
 //! before reuse, and the scanner only ever reads a header where the previous valid record
 //! ended. A crafted payload would need the exact crc of a future segment generation keyed
 //! with a nonce it never sees, and would still never be read at a header position.
+//!
+//! A batch (see `Log::append_batch`) is a run of consecutive records of one segment: every
+//! record but the last has kind `KIND_BATCH_MORE`, the last has `KIND_DATA` (a lone append
+//! is a batch of one). A run of `KIND_BATCH_MORE` records with no `KIND_DATA` after it is an
+//! incomplete batch: recovery drops it whole.
 //!
 //! A record is *void* when `header_crc` holds the complement of the computed crc. Recovery
 //! voids records that were written but can never be acknowledged (they follow a gap in their
@@ -31,7 +36,10 @@ pub const RECORD_ALIGN_BYTES: usize = 64;
 /// The largest payload one record holds. Larger data is chunked by the caller.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub const RECORD_VERSION: u8 = 1;
+/// A record that ends its batch (or stands alone).
 pub const KIND_DATA: u8 = 1;
+/// A record whose batch continues with the next record of the same segment.
+pub const KIND_BATCH_MORE: u8 = 2;
 
 const HEADER_CRC_OFFSET: usize = 0;
 const PAYLOAD_CRC_OFFSET: usize = HEADER_CRC_OFFSET + 4;
@@ -74,6 +82,8 @@ pub struct RecordHeader {
     pub seq: u64,
     pub payload_len: u32,
     pub payload_crc: u32,
+    /// More records of the same batch follow this one (kind `KIND_BATCH_MORE`).
+    pub batch_more: bool,
 }
 
 /// What a scan finds at a header position.
@@ -118,7 +128,11 @@ pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
     put_u64(&mut bytes, SEQ_OFFSET, header.seq);
     put_u32(&mut bytes, PAYLOAD_LEN_OFFSET, header.payload_len);
     bytes[VERSION_OFFSET] = RECORD_VERSION;
-    bytes[KIND_OFFSET] = KIND_DATA;
+    bytes[KIND_OFFSET] = if header.batch_more {
+        KIND_BATCH_MORE
+    } else {
+        KIND_DATA
+    };
     let crc = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
     put_u32(&mut bytes, HEADER_CRC_OFFSET, crc);
     debug_assert_eq!(decode(&bytes, key), HeaderCheck::Live(*header));
@@ -139,9 +153,11 @@ pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
     if bytes[VERSION_OFFSET] != RECORD_VERSION {
         return HeaderCheck::Invalid(InvalidHeader::Version(bytes[VERSION_OFFSET]));
     }
-    if bytes[KIND_OFFSET] != KIND_DATA {
-        return HeaderCheck::Invalid(InvalidHeader::Kind(bytes[KIND_OFFSET]));
-    }
+    let batch_more = match bytes[KIND_OFFSET] {
+        KIND_DATA => false,
+        KIND_BATCH_MORE => true,
+        other => return HeaderCheck::Invalid(InvalidHeader::Kind(other)),
+    };
     if le_u16(bytes, RESERVED_OFFSET) != 0 {
         return HeaderCheck::Invalid(InvalidHeader::Reserved);
     }
@@ -154,6 +170,7 @@ pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
         seq: le_u64(bytes, SEQ_OFFSET),
         payload_len,
         payload_crc: le_u32(bytes, PAYLOAD_CRC_OFFSET),
+        batch_more,
     };
     let computed = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
     let stored = le_u32(bytes, HEADER_CRC_OFFSET);
@@ -195,6 +212,7 @@ mod tests {
             seq: 42,
             payload_len: 5,
             payload_crc: payload_crc(b"hello"),
+            batch_more: false,
         }
     }
 
@@ -202,6 +220,29 @@ mod tests {
     fn round_trip() {
         let bytes = encode(&sample(), key());
         assert_eq!(decode(&bytes, key()), HeaderCheck::Live(sample()));
+        let more = RecordHeader {
+            batch_more: true,
+            ..sample()
+        };
+        let bytes = encode(&more, key());
+        assert_eq!(bytes[KIND_OFFSET], KIND_BATCH_MORE);
+        assert_eq!(decode(&bytes, key()), HeaderCheck::Live(more));
+    }
+
+    #[test]
+    fn unknown_kinds_are_rejected() {
+        let bytes = encode(&sample(), key());
+        for kind in [0u8, 3, 0x81, 0xff] {
+            let mut other = bytes;
+            other[KIND_OFFSET] = kind;
+            // Re-sealed with a valid crc: only the kind is wrong.
+            let crc = header_crc(key(), &other[CRC_COVERED_OFFSET..]);
+            put_u32(&mut other, HEADER_CRC_OFFSET, crc);
+            assert_eq!(
+                decode(&other, key()),
+                HeaderCheck::Invalid(InvalidHeader::Kind(kind))
+            );
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! A `Model` holds what was acknowledged; `Pending` what was in flight when the crash hit.
 //! `check` recovers an image and verifies: every acknowledged record present and intact,
-//! in-flight records wholly present (as a prefix, in order) or absent, each stream dense,
-//! no stream that should not exist, and a clean `verify` after recovery.
+//! each in-flight append or batch wholly present or wholly absent (all of its records, in
+//! all of its streams, or none: rule 2 read literally), each stream dense, no stream that
+//! should not exist, and a clean `verify` after recovery.
 
 #![allow(dead_code)]
 
@@ -97,6 +98,8 @@ pub fn check_log<P: pmem_emul::Pmem, C: pstream_engine::ColdTier>(
     log: &Log<P, C>,
     model: &Model,
 ) -> Result<(), String> {
+    // Per stream, the payloads of records that are not known acknowledged ones.
+    let mut in_flight_found: BTreeMap<StreamId, Vec<Vec<u8>>> = BTreeMap::new();
     let listed: BTreeMap<StreamId, Vec<u8>> = log
         .list_streams()
         .into_iter()
@@ -188,6 +191,10 @@ pub fn check_log<P: pmem_emul::Pmem, C: pstream_engine::ColdTier>(
                     ));
                 };
                 unmatched.swap_remove(position);
+                in_flight_found
+                    .entry(*id)
+                    .or_default()
+                    .push(record.payload().to_vec());
             }
         }
         let iterated = log.iter(*id, first).map_err(|e| e.to_string())?.count() as u64;
@@ -197,8 +204,70 @@ pub fn check_log<P: pmem_emul::Pmem, C: pstream_engine::ColdTier>(
                 next - first
             ));
         }
+        in_flight_found.entry(*id).or_default();
     }
-    Ok(())
+    check_whole_batches(model, &in_flight_found)
+}
+
+/// Rule 2 for batches: the in-flight records found are exactly the records of some set of
+/// in-flight appends (each batch all or nothing, across its streams). Streams that are not
+/// checked (deleted meanwhile, never modelled) constrain nothing.
+fn check_whole_batches(
+    model: &Model,
+    found: &BTreeMap<StreamId, Vec<Vec<u8>>>,
+) -> Result<(), String> {
+    let batches: Vec<&Vec<(StreamId, Vec<u8>)>> = model
+        .pending
+        .iter()
+        .filter_map(|op| match op {
+            Pending::Append { records } => Some(records),
+            _ => None,
+        })
+        .collect();
+    if batches.len() > 16 {
+        return Err(format!(
+            "{} appends in flight: too many to check batch atomicity",
+            batches.len()
+        ));
+    }
+    let mut found_sorted: BTreeMap<StreamId, Vec<&[u8]>> = found
+        .iter()
+        .map(|(id, payloads)| (*id, payloads.iter().map(Vec::as_slice).collect()))
+        .collect();
+    for payloads in found_sorted.values_mut() {
+        payloads.sort_unstable();
+    }
+    for mask in 0u32..(1 << batches.len()) {
+        let mut chosen: BTreeMap<StreamId, Vec<&[u8]>> =
+            found_sorted.keys().map(|id| (*id, Vec::new())).collect();
+        for (_, records) in batches
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| mask & (1 << k) != 0)
+        {
+            for (stream, payload) in records.iter() {
+                if let Some(list) = chosen.get_mut(stream) {
+                    list.push(payload.as_slice());
+                }
+            }
+        }
+        for payloads in chosen.values_mut() {
+            payloads.sort_unstable();
+        }
+        if chosen == found_sorted {
+            return Ok(());
+        }
+    }
+    let summary: Vec<String> = found
+        .iter()
+        .filter(|(_, payloads)| !payloads.is_empty())
+        .map(|(id, payloads)| format!("{id}: {} record(s)", payloads.len()))
+        .collect();
+    Err(format!(
+        "in-flight records found ({}) are not the records of whole in-flight appends \
+         (a batch survived in part)",
+        summary.join(", ")
+    ))
 }
 
 /// Counters of a crash-checking run.
@@ -331,6 +400,7 @@ pub fn crafted_payload(
             seq,
             payload_len: 0,
             payload_crc: payload_crc(&[]),
+            batch_more: false,
         };
         payload.extend_from_slice(&encode(&header, CrcKey::new(pool_nonce, segment_gen)));
     }
