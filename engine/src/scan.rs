@@ -237,3 +237,158 @@ pub fn scan_open<P: Pmem>(
         incomplete_batch_records: batch_records,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use pmem_emul::{Pmem, SimPmem};
+
+    use super::*;
+    use crate::log::{Log, LogConfig, OpenOptions};
+    use crate::recovery::{read_entry, read_layout};
+    use crate::StreamId;
+
+    const SEGMENT_BYTES: u64 = 16 * 1024;
+
+    fn config() -> LogConfig {
+        LogConfig {
+            segment_size_bytes: SEGMENT_BYTES,
+            stream_slot_count: 4,
+        }
+    }
+
+    fn one_lane() -> OpenOptions {
+        OpenOptions { lane_count: 1 }
+    }
+
+    /// A pool with one lone record, then a batch of three records over two streams, all in
+    /// segment `(segment, entry)`; returns the image, the streams and the batch's offsets.
+    fn pool_with_batch() -> (Vec<u8>, [StreamId; 2], Vec<u64>) {
+        let log = Log::create(SimPmem::new(256 * 1024), config(), one_lane()).unwrap();
+        let a = log.create_stream(b"a").unwrap();
+        let b = log.create_stream(b"b").unwrap();
+        log.append(a, b"alone").unwrap();
+        let seqs = log
+            .append_batch(&[(a, b"one"), (b, &[2u8; 100]), (a, b"three")])
+            .unwrap();
+        assert_eq!(seqs, vec![1, 0, 2]);
+        let offsets = [0u64, 64, 64 + 192]
+            .iter()
+            .map(|at| SEGMENT_HEADER_BYTES as u64 + 64 + at)
+            .collect();
+        (log.pmem().volatile_image(), [a, b], offsets)
+    }
+
+    fn scan_open_image(image: Vec<u8>) -> (SimPmem, Result<OpenTail>, Vec<ScannedRecord>) {
+        let sim = SimPmem::from_image(image);
+        let layout = read_layout(&sim).unwrap();
+        let (entry, _) = read_entry(&sim, &layout, 0).unwrap();
+        assert_eq!(entry.state, SegmentState::Open);
+        let mut out = Vec::new();
+        let tail = scan_open(&sim, &layout, 0, &entry, &mut out);
+        (sim, tail, out)
+    }
+
+    #[test]
+    fn a_complete_batch_is_kept() {
+        let (image, _, offsets) = pool_with_batch();
+        let (_, tail, out) = scan_open_image(image);
+        let tail = tail.unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(
+            out.iter().map(|r| r.header.batch_more).collect::<Vec<_>>(),
+            vec![false, true, true, false]
+        );
+        assert_eq!(u64::from(out[3].offset_bytes), offsets[2]);
+        assert_eq!(tail.record_count, 4);
+        assert_eq!(tail.incomplete_batch_records, 0);
+        assert_eq!(tail.tail_bytes, offsets[2] + 64);
+    }
+
+    #[test]
+    fn an_incomplete_batch_at_the_tail_is_dropped_whole() {
+        let (mut image, [a, b], offsets) = pool_with_batch();
+        let layout = read_layout(&SimPmem::from_image(image.clone())).unwrap();
+        // The batch's last record never made it: its header is zero (torn).
+        let last = layout.segment_offset(0) + offsets[2] as usize;
+        image[last..last + RECORD_HEADER_BYTES].fill(0);
+        let (_, tail, out) = scan_open_image(image.clone());
+        let tail = tail.unwrap();
+        assert_eq!(out.len(), 1, "only the lone record stays: {out:?}");
+        assert_eq!(
+            tail.tail_bytes, offsets[0],
+            "the tail moves to the batch's start"
+        );
+        assert_eq!(tail.record_count, 1);
+        assert_eq!(tail.incomplete_batch_records, 2);
+        assert!(tail.torn_end_bytes > offsets[2]);
+
+        // Recovery drops it, zeroes its bytes, and the pool verifies clean.
+        let (log, report) = Log::open(SimPmem::from_image(image), one_lane()).unwrap();
+        assert_eq!(report.incomplete_batch_records_dropped, 2);
+        assert_eq!(report.torn_tails_dropped, 1);
+        assert_eq!(log.bounds(a).unwrap(), (0, 1));
+        assert_eq!(log.bounds(b).unwrap(), (0, 0));
+        let start = layout.segment_offset(0) + offsets[0] as usize;
+        assert!(log.pmem().read(start, 256).iter().all(|&x| x == 0));
+        assert!(crate::verify(log.pmem()).unwrap().is_clean());
+        // The space is reused: the next batch goes where the dropped one was.
+        assert_eq!(log.append_batch(&[(b, b"again")]).unwrap(), vec![0]);
+        let pmem = log.close();
+        let (log, _) = Log::open(pmem, one_lane()).unwrap();
+        assert_eq!(log.read(b, 0).unwrap().payload(), b"again");
+    }
+
+    #[test]
+    fn a_sealed_segment_ending_inside_a_batch_is_corruption_with_location() {
+        let log = Log::create(SimPmem::new(256 * 1024), config(), one_lane()).unwrap();
+        let s = log.create_stream(b"s").unwrap();
+        // 4 records of 1.5 KiB per batch: the third batch does not fit segment 0's rest, so
+        // segment 0 is sealed after two batches.
+        let payload = vec![7u8; 1500];
+        for _ in 0..3 {
+            log.append_batch(&[(s, payload.as_slice()); 4]).unwrap();
+        }
+        let layout = log.layout;
+        let (entry, _) = read_entry(log.pmem(), &layout, 0).unwrap();
+        assert_eq!(entry.state, SegmentState::Sealed);
+        assert_eq!(entry.record_count, 8);
+        let mut out = Vec::new();
+        scan_sealed(log.pmem(), &layout, 0, &entry, true, &mut out).unwrap();
+        // Rewrite the last record's header as "more follows", with a valid crc.
+        let last = *out.last().unwrap();
+        let key = CrcKey::new(layout.pool_nonce, entry.segment_gen);
+        let more = RecordHeader {
+            batch_more: true,
+            ..last.header
+        };
+        let mut image = log.pmem().volatile_image();
+        let at = layout.segment_offset(0) + last.offset_bytes as usize;
+        image[at..at + RECORD_HEADER_BYTES].copy_from_slice(&record::encode(&more, key));
+        let sim = SimPmem::from_image(image);
+        let expected = Location::Record {
+            segment: 0,
+            offset_bytes: u64::from(last.offset_bytes),
+        };
+        out.clear();
+        match scan_sealed(&sim, &layout, 0, &entry, true, &mut out) {
+            Err(EngineError::Corruption { location, detail }) => {
+                assert_eq!(location, expected);
+                assert!(detail.contains("inside a batch"), "{detail}");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        let report = crate::verify(&sim).unwrap();
+        assert!(
+            matches!(
+                report.problems.as_slice(),
+                [EngineError::Corruption { location, .. }] if *location == expected
+            ),
+            "{:?}",
+            report.problems
+        );
+        assert!(matches!(
+            Log::open(sim, one_lane()),
+            Err(EngineError::Corruption { location, .. }) if location == expected
+        ));
+    }
+}

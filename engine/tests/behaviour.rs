@@ -324,6 +324,8 @@ fn stats_after_reopen_count_live_data() {
     );
 }
 
+/// Batches never span segments now; this still checks that whole batches moved to the next
+/// segment (sealing the full one) leave nothing unpersisted.
 #[test]
 fn batch_crossing_segments_leaves_nothing_unpersisted() {
     let log = sim_log(512 * 1024);
@@ -338,4 +340,85 @@ fn batch_crossing_segments_leaves_nothing_unpersisted() {
             panic!("round {round}: {unpersisted}");
         }
     }
+}
+
+#[test]
+fn an_oversized_batch_is_refused_whole_with_its_sizes() {
+    let log = sim_log(512 * 1024);
+    let a = log.create_stream(b"a").unwrap();
+    let b = log.create_stream(b"b").unwrap();
+    log.append_batch(&[(a, b"one"), (b, b"two")]).unwrap();
+    let capacity_bytes = log.batch_capacity_bytes();
+    assert!(capacity_bytes + 64 <= log.segment_size_bytes());
+    // Every record is acceptable on its own; together they exceed one batch.
+    let big = vec![5u8; log.max_payload_bytes() / 2];
+    let batch: Vec<(StreamId, &[u8])> = vec![(a, &big), (b, b"small"), (a, &big)];
+    let image_before = log.pmem().volatile_image();
+    let stats_before = log.stats();
+    match log.append_batch(&batch) {
+        Err(EngineError::BatchTooLarge {
+            record_count,
+            batch_bytes,
+            capacity_bytes: reported,
+        }) => {
+            assert_eq!(record_count, 3);
+            assert_eq!(reported, capacity_bytes);
+            assert_eq!(
+                batch_bytes,
+                Log::<SimPmem>::batch_size_bytes(batch.iter().map(|(_, p)| p.len()))
+            );
+            assert!(batch_bytes > capacity_bytes);
+        }
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    let message = log.append_batch(&batch).unwrap_err().to_string();
+    assert!(message.contains(&capacity_bytes.to_string()), "{message}");
+    // Nothing written: pool bytes, tails and counters unchanged.
+    assert!(
+        log.pmem().volatile_image() == image_before,
+        "the pool changed"
+    );
+    assert_eq!(log.bounds(a).unwrap(), (0, 1));
+    assert_eq!(log.bounds(b).unwrap(), (0, 1));
+    assert_eq!(log.stats(), stats_before);
+    // Split by `batch_ranges`, each part fits and goes in.
+    let lens: Vec<usize> = batch.iter().map(|(_, p)| p.len()).collect();
+    let ranges = log.batch_ranges(&lens);
+    assert_eq!(ranges, vec![0..2, 2..3]);
+    for range in ranges {
+        log.append_batch(&batch[range]).unwrap();
+    }
+    assert_eq!(log.bounds(a).unwrap(), (0, 3));
+    // An empty batch is a no-op.
+    assert_eq!(log.append_batch(&[]).unwrap(), Vec::<u64>::new());
+}
+
+#[test]
+fn a_batch_that_does_not_fit_the_segment_rest_goes_whole_into_the_next() {
+    let log = sim_log(512 * 1024);
+    let s = log.create_stream(b"s").unwrap();
+    let t = log.create_stream(b"t").unwrap();
+    let payload = vec![3u8; 3000];
+    let mut sealed_before = 0;
+    for round in 0..12u64 {
+        let batch: Vec<(StreamId, &[u8])> = vec![(s, &payload), (t, &payload), (s, &payload)];
+        let seqs = log.append_batch(&batch).unwrap();
+        assert_eq!(seqs, vec![2 * round, round, 2 * round + 1]);
+        let sealed: Vec<_> = log
+            .segment_infos()
+            .into_iter()
+            .filter(|i| i.state == pstream_engine::SegmentState::Sealed)
+            .collect();
+        // Every sealed segment holds whole batches: 3 records each, never a part.
+        for info in &sealed {
+            assert_eq!(info.live_records % 3, 0, "{info:?}");
+        }
+        sealed_before = sealed.len();
+    }
+    assert!(sealed_before >= 2, "no segment end was reached");
+    let pmem = log.close();
+    let (log, report) = Log::open(pmem, common::options(2)).unwrap();
+    assert_eq!(report.incomplete_batch_records_dropped, 0);
+    assert_eq!(log.bounds(s).unwrap(), (0, 24));
+    assert!(pstream_engine::verify(log.pmem()).unwrap().is_clean());
 }

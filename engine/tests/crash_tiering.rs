@@ -369,16 +369,51 @@ fn crash_at_every_fence_of_migration_recovers_to_the_oracle() {
             },
         );
     }
+    // A second stream that only gets batches together with `s`: batches span two streams,
+    // land at segment ends (moved whole to the next segment) and migrate with their segment.
+    model.lock().pending = vec![Pending::Create {
+        label: b"u".to_vec(),
+    }];
+    let u: StreamId = log.create_stream(b"u").unwrap();
+    {
+        let mut m = model.lock();
+        m.pending.clear();
+        m.streams.insert(
+            u,
+            StreamModel {
+                label: b"u".to_vec(),
+                ..Default::default()
+            },
+        );
+    }
     for round in 0..6u64 {
         for i in 0..30u64 {
-            let bytes = payload(round * 100 + i, 200 + rng.below(600) as usize);
+            let records: Vec<(StreamId, Vec<u8>)> = if i % 3 == 2 {
+                (0..2 + rng.below(3))
+                    .map(|k| {
+                        let target = if k % 2 == 0 { s } else { u };
+                        let len = 100 + rng.below(1500) as usize;
+                        (target, payload(round * 100 + i + 7000 * (k + 1), len))
+                    })
+                    .collect()
+            } else {
+                vec![(s, payload(round * 100 + i, 200 + rng.below(600) as usize))]
+            };
             model.lock().pending = vec![Pending::Append {
-                records: vec![(s, bytes.clone())],
+                records: records.clone(),
             }];
-            log.append(s, &bytes).unwrap();
+            if let [(stream, bytes)] = records.as_slice() {
+                log.append(*stream, bytes).unwrap();
+            } else {
+                let borrowed: Vec<(StreamId, &[u8])> =
+                    records.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+                log.append_batch(&borrowed).unwrap();
+            }
             let mut m = model.lock();
             m.pending.clear();
-            m.streams.get_mut(&s).unwrap().acked.push(bytes);
+            for (stream, bytes) in records {
+                m.streams.get_mut(&stream).unwrap().acked.push(bytes);
+            }
         }
         migrate_all(&log);
         if round % 2 == 1 {

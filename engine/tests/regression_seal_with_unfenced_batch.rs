@@ -2,6 +2,12 @@
 //! fence that made the batch's earlier records durable, so a crash image could hold the seal
 //! but not the records (found by `crash_exhaustive` seed 2, fence 45: "payload checksum
 //! mismatch" reading a record of a sealed segment). The records must be fenced first.
+//!
+//! Batches no longer cross segment boundaries: one that does not fit the rest of its lane's
+//! segment goes whole into the next, and the seal happens before any of its records is
+//! written, when every record of the lane is already durable. The scenario below (batches
+//! that reach a segment's end, every fence crash-checked, now with the strict all-or-nothing
+//! oracle) is kept to guard that order.
 
 mod common;
 
@@ -10,7 +16,7 @@ use pmem_emul::SimPmem;
 use pstream_engine::{Log, StreamId};
 
 #[test]
-fn batches_across_segment_boundaries_never_seal_unpersisted_records() {
+fn batches_at_segment_boundaries_never_seal_unpersisted_records() {
     let budget = Budget {
         exhaustive_max: 4096,
         samples: 64,
