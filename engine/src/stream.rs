@@ -298,3 +298,66 @@ impl Stream {
         Ok(state.index.entries.drain(..count).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn stream(slot: u32) -> Arc<Stream> {
+        Arc::new(Stream::new(
+            StreamId(u64::from(slot) | (1 << 32)),
+            slot,
+            Vec::new(),
+            Index::default(),
+        ))
+    }
+
+    fn entry(offset_bytes: u32) -> IndexEntry {
+        IndexEntry {
+            loc: Loc::new(0, offset_bytes),
+            size_bytes: 64,
+        }
+    }
+
+    /// A batch {T:0, S:1} must not publish T:0 while S:0 (another writer's) is not durable:
+    /// else an append of T:1 could be acknowledged, and a crash that loses S:0 would void
+    /// the batch (past a gap in S) and with it T:0, which T:1's ack promised.
+    #[test]
+    fn a_batch_publishes_nothing_until_all_of_it_can_be() {
+        let (s, t) = (stream(0), stream(1));
+        let first = Stream::reserve_batch(&[&s], &[entry(64)]).unwrap();
+        assert_eq!(first, vec![0]);
+        let seqs = Stream::reserve_batch(&[&t, &s], &[entry(128), entry(192)]).unwrap();
+        assert_eq!(seqs, vec![0, 1]);
+        let publisher = {
+            let (s, t) = (Arc::clone(&s), Arc::clone(&t));
+            std::thread::spawn(move || Stream::publish_batch(&[&t, &s], &seqs))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(t.durable_next(), 0, "T:0 published before S:0 was durable");
+        assert_eq!(s.durable_next(), 0);
+        s.publish(0);
+        publisher.join().unwrap();
+        assert_eq!((s.durable_next(), t.durable_next()), (2, 1));
+    }
+
+    #[test]
+    fn a_batch_reserves_all_or_nothing() {
+        let (s, t) = (stream(0), stream(1));
+        let _ = t.mark_deleted();
+        let refused = Stream::reserve_batch(&[&s, &t], &[entry(64), entry(128)]);
+        assert!(matches!(refused, Err(EngineError::UnknownStream(_))));
+        assert_eq!(
+            s.lookup(0),
+            (None, 0),
+            "S reserved a seq for a refused batch"
+        );
+        assert_eq!(
+            Stream::reserve_batch(&[&s, &s], &[entry(64), entry(128)]).unwrap(),
+            vec![0, 1]
+        );
+    }
+}
