@@ -3,8 +3,8 @@
 //!
 //! A pool holds many *streams*; each is an append-only sequence of records numbered by a
 //! dense per-stream `seq`. [`Log::append`] returns only once the record and every earlier
-//! record of its stream are durable; [`Log::append_batch`] makes many records durable with
-//! one fence. Reads are zero-copy borrows of persistent memory, protected by epochs so space
+//! record of its stream are durable; [`Log::append_batch`] makes many records (of one or
+//! several streams) durable with one fence, all or nothing, also across crashes. Reads are zero-copy borrows of persistent memory, protected by epochs so space
 //! is never reused under a reader. After a crash at any instant, [`Log::open`] rebuilds
 //! exactly the acknowledged state (see `shared/CRASH-MODEL.md` and `docs/FORMAT.md`).
 //!
