@@ -245,6 +245,18 @@ fn limits_are_enforced_without_effect() {
         agent.put_discrete(&alice, &bundle, b"f", &[&huge]),
         AgentError::PayloadTooLarge { .. }
     );
+    // Each record fits, together they exceed one atomic engine batch: refused whole.
+    let half = vec![1u8; agent.engine().max_payload_bytes() / 2 + 1];
+    refused!(
+        &agent,
+        agent.append_batch(&alice, &bundle, stream, &[&half, &half]),
+        AgentError::Engine(pstream_engine::EngineError::BatchTooLarge { .. })
+    );
+    // A discrete put is atomic through its change record, not one batch: it may be larger.
+    let big = agent
+        .put_discrete(&alice, &bundle, b"big", &[&half, &half])
+        .expect("a discrete put larger than one batch");
+    assert_ne!(big, stream);
     refused!(
         &agent,
         agent.append(&alice, &bundle, StreamNo(7), b"x"),
