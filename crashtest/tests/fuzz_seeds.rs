@@ -121,6 +121,17 @@ fn engine_seeds() {
     let void = record::void_word(&live, key).to_le_bytes();
     write("record_header", "void", &cat(&[&prefix, &void, &live[8..]]));
     write("record_header", "zero", &cat(&[&prefix, &[0; 32]]));
+    let more = record::encode(
+        &RecordHeader {
+            stream_id: 1 | (1 << 32),
+            seq: 43,
+            payload_len: 7,
+            payload_crc: record::payload_crc(&[2; 7]),
+            batch_more: true,
+        },
+        key,
+    );
+    write("record_header", "batch_more", &cat(&[&prefix, &more]));
 
     let slot = StreamSlot {
         incarnation: 3,

@@ -705,7 +705,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
     /// Bytes a batch with payloads of these lengths takes in a segment: each record is a
     /// header plus its payload, padded to a cache line.
-    pub fn batch_size_bytes(payload_lens: impl IntoIterator<Item = usize>) -> u64 {
+    pub fn batch_size_bytes(&self, payload_lens: impl IntoIterator<Item = usize>) -> u64 {
         payload_lens
             .into_iter()
             .map(|len| record::record_size_bytes(len) as u64)

@@ -365,7 +365,7 @@ fn an_oversized_batch_is_refused_whole_with_its_sizes() {
             assert_eq!(reported, capacity_bytes);
             assert_eq!(
                 batch_bytes,
-                Log::<SimPmem>::batch_size_bytes(batch.iter().map(|(_, p)| p.len()))
+                log.batch_size_bytes(batch.iter().map(|(_, p)| p.len()))
             );
             assert!(batch_bytes > capacity_bytes);
         }
