@@ -240,6 +240,17 @@ pub fn run_append_bench(
             lane_count: (config.threads * 2).max(4),
         },
     )?;
+    let batch_bytes = log.batch_size_bytes(std::iter::repeat_n(config.payload_bytes, config.batch));
+    if config.batch > 1 && batch_bytes > log.batch_capacity_bytes() {
+        return Err(BenchError::Config(format!(
+            "a batch of {} records of {} bytes takes {batch_bytes} bytes; one atomic batch \
+             takes at most {} with {}-byte segments",
+            config.batch,
+            config.payload_bytes,
+            log.batch_capacity_bytes(),
+            config.segment_size_bytes
+        )));
+    }
     let peer = match config.baseline {
         Some(baseline) => Some(peer::open_peer(baseline, &peer_config(config))?),
         None => None,

@@ -294,8 +294,11 @@ fn fill<P: Pmem>(
     let mut records = 0u64;
     let mut batch: Vec<(StreamId, &[u8])> = Vec::with_capacity(FILL_BATCH_RECORDS);
     let report_every = (records_target / 100).max(1);
+    // A batch is atomic and fits one segment: fewer records per batch for large payloads.
+    let per_batch = (log.batch_capacity_bytes() / log.batch_size_bytes([config.payload_bytes]))
+        .clamp(1, FILL_BATCH_RECORDS as u64);
     while records < records_target {
-        let count = (records_target - records).min(FILL_BATCH_RECORDS as u64);
+        let count = (records_target - records).min(per_batch);
         batch.clear();
         batch.extend((0..count).map(|i| {
             let stream = streams[((records + i) % streams.len() as u64) as usize];
