@@ -486,7 +486,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     /// Deletes a stream, durably. Its space is reclaimed once no reader holds its records.
     pub fn delete_stream(&self, id: StreamId) -> Result<()> {
         // See `trim`: pinned until the dropped records are uncounted.
-        let _guard = epoch::pin();
+        let guard = epoch::pin();
         let mut slots = self.slots.lock();
         let stream = self.stream(id)?;
         let index = stream.mark_deleted();
@@ -500,7 +500,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         slots[stream.slot as usize].state = SlotState::Deleted;
         *self.streams[stream.slot as usize].write() = None;
         drop(slots);
-        self.forget_records(index.entries.iter().copied());
+        let dead_cold = self.forget_records(index.entries.iter().copied());
+        drop(guard);
+        self.delete_cold_segments(&dead_cold);
         Ok(())
     }
 
@@ -926,12 +928,19 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
     // ----- space ---------------------------------------------------------------------
 
-    /// Drops index entries' live counts and schedules segments that became empty.
-    pub(crate) fn forget_records(&self, entries: impl Iterator<Item = IndexEntry>) {
+    /// Drops index entries' live counts and schedules segments that became empty. Returns
+    /// the cold segments left with no live record, for the caller to delete
+    /// (`delete_cold_segments`) once it is not pinned any more.
+    #[must_use = "dead cold segments must be deleted"]
+    pub(crate) fn forget_records(
+        &self,
+        entries: impl Iterator<Item = IndexEntry>,
+    ) -> Vec<Arc<ColdSlot>> {
         let mut touched = Vec::new();
+        let mut dead_cold = Vec::new();
         for entry in entries {
             if entry.loc.is_cold() {
-                self.forget_cold(entry);
+                dead_cold.extend(self.forget_cold(entry));
                 continue;
             }
             let segment = entry.loc.segment();
@@ -946,14 +955,21 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             let mut entry = self.segments[segment as usize].entry.lock();
             self.release_if_dead(segment, &mut entry);
         }
+        dead_cold
     }
 
-    fn forget_cold(&self, entry: IndexEntry) {
+    /// Uncounts one cold record; returns its cold segment if that has no live record left.
+    fn forget_cold(&self, entry: IndexEntry) -> Option<Arc<ColdSlot>> {
         let slot = self.cold_slot(entry.loc);
         slot.live_bytes
             .fetch_sub(i64::from(entry.size_bytes), Ordering::Relaxed);
-        if slot.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.delete_cold(&slot);
+        (slot.live_records.fetch_sub(1, Ordering::AcqRel) == 1).then_some(slot)
+    }
+
+    /// Deletes cold segments none of whose records is live (file deletions: slow).
+    fn delete_cold_segments(&self, dead: &[Arc<ColdSlot>]) {
+        for slot in dead {
+            self.delete_cold(slot);
         }
     }
 
@@ -1036,8 +1052,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     pub fn trim(&self, id: StreamId, first_seq: u64) -> Result<()> {
         // Pinned from before the index drops the entries until their segments' live counts
         // are down: a migration that finds them gone cannot have the segment scrubbed (and
-        // reused, and counted afresh) before this thread has uncounted them.
-        let _guard = epoch::pin();
+        // reused, and counted afresh) before this thread has uncounted them. The pin is
+        // global (it holds back reclamation in every log of the process), so nothing slow
+        // happens under it: dead cold files are deleted after.
+        let guard = epoch::pin();
         let stream = self.stream(id)?;
         let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
         let dropped = stream.trim(first_seq, || {
@@ -1045,7 +1063,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 .write_u64(offset, stream_slot::trim_word(id.0, first_seq));
             self.pmem.persist(offset, ATOMIC_STORE_BYTES);
         })?;
-        self.forget_records(dropped.into_iter());
+        let dead_cold = self.forget_records(dropped.into_iter());
+        drop(guard);
+        self.delete_cold_segments(&dead_cold);
         Ok(())
     }
 
@@ -1260,6 +1280,16 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 .ok()
                 .filter(|stream| matches!(stream.lookup(header.seq).0, Some(e) if e.loc == loc));
             match indexed {
+                // Sealed means fenced, not acknowledged: an earlier seq of the stream may
+                // still be on its way in another lane. A cold file is never voided, so a
+                // record a crash could still orphan must not go there: try again later.
+                Some(stream) if header.seq >= stream.durable_next() => {
+                    self.unmigrate(segment);
+                    return Err(EngineError::NotMigratable {
+                        segment,
+                        state: "holding records not yet acknowledged",
+                    });
+                }
                 Some(stream) => live.push((stream, header.seq, loc, header.payload_len, size)),
                 None => dead_bytes += size as u64,
             }
