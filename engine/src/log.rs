@@ -31,7 +31,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use pmem_emul::{Pmem, ATOMIC_STORE_BYTES};
 
-use crate::cold::{ColdSource, ColdTier, NoColdTier};
+use crate::cold::{ColdPayload, ColdSource, ColdTier, NoColdTier};
 use crate::error::{EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
 use crate::format::segment::{
@@ -1249,7 +1249,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         // 2. Live records only, straight from persistent memory (nothing writes a sealed
         //    segment, and it is not scrubbed while Migrating).
         let base = self.layout.segment_offset(segment);
-        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize)> = Vec::new();
+        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize, u32)> = Vec::new();
         let mut dead_bytes = 0u64;
         for record in scanned.iter().filter(|r| !r.void) {
             let header = record.header;
@@ -1260,7 +1260,14 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 .ok()
                 .filter(|stream| matches!(stream.lookup(header.seq).0, Some(e) if e.loc == loc));
             match indexed {
-                Some(stream) => live.push((stream, header.seq, loc, header.payload_len, size)),
+                Some(stream) => live.push((
+                    stream,
+                    header.seq,
+                    loc,
+                    header.payload_len,
+                    size,
+                    header.payload_crc,
+                )),
                 None => dead_bytes += size as u64,
             }
         }
@@ -1270,9 +1277,15 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             pool_nonce: self.layout.pool_nonce,
         };
         let pmem = &self.pmem;
-        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _)| {
+        // The scan above verified every payload against its header crc: hand the crc on.
+        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _, crc)| {
             let at = base + loc.offset_bytes() as usize + RECORD_HEADER_BYTES;
-            (stream.id.0, *seq, pmem.read(at, *payload_len as usize))
+            ColdPayload {
+                stream_id: stream.id.0,
+                seq: *seq,
+                payload: pmem.read(at, *payload_len as usize),
+                payload_crc: *crc,
+            }
         });
         let written = match self.cold.write_segment(source, &mut records) {
             Ok(written) => written,
@@ -1306,7 +1319,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             Loc::cold((table.len() - 1) as u32)
         };
         let mut moved_records = 0u64;
-        for (stream, seq, loc, _, size) in &live {
+        for (stream, seq, loc, _, size, _) in &live {
             // A trim may have dropped the record meanwhile: then it counts nowhere.
             if stream.move_to_cold(*seq, *loc, cold_loc) {
                 slot.live_records.fetch_add(1, Ordering::AcqRel);

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use common::{Budget, Model, Pending, StreamModel};
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
-use pstream_engine::cold::{ColdInventory, ColdRecord, ColdSegment, ColdSource, ColdWritten};
+use pstream_engine::cold::{
+    ColdInventory, ColdPayload, ColdRecord, ColdSegment, ColdSource, ColdWritten,
+};
 use pstream_engine::{ColdError, ColdErrorKind, ColdTier, Log, SegmentState, StreamId};
 
 /// A durable cold file: the nonce of the pool it was written for, and its records.
@@ -72,7 +74,7 @@ impl ColdTier for MemCold {
     fn write_segment(
         &self,
         source: ColdSource,
-        records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+        records: &mut dyn Iterator<Item = ColdPayload<'_>>,
     ) -> Result<ColdWritten, ColdError> {
         let mut countdown = self.fail_countdown.lock();
         if let Some(k) = countdown.as_mut() {
@@ -87,8 +89,9 @@ impl ColdTier for MemCold {
             }
             *k -= 1;
         }
-        let copied: Vec<(u64, u64, Vec<u8>)> =
-            records.map(|(s, q, p)| (s, q, p.to_vec())).collect();
+        let copied: Vec<(u64, u64, Vec<u8>)> = records
+            .map(|r| (r.stream_id, r.seq, r.payload.to_vec()))
+            .collect();
         let payload_bytes = copied.iter().map(|r| r.2.len() as u64).sum();
         let count = copied.len() as u64;
         self.files.lock().insert(
