@@ -143,7 +143,8 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
 
     /// Writes and commits the cold file of `source`. `records` yields every live record of
     /// the segment — `(stream_id, seq, payload)` tuples or [`ColdRecord`]s — in any order,
-    /// each (stream_id, seq) once; payloads are stored without the engine's record header.
+    /// each (stream_id, seq) once; payloads are stored without the engine's record header,
+    /// ordered by (stream_id, seq) in the file.
     /// On success the file is durable under its final name and its index is returned.
     pub fn write<'r, R, T>(
         &self,
@@ -157,8 +158,12 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
         let temp_name = temp_file_name(source.segment_gen);
         let final_name = cold_file_name(source.segment_gen);
         let file = self.io.create(&temp_name)?;
-        let records = records.into_iter().map(Into::into);
-        let mut encoder = Encoder::new(source, &self.config, &temp_name, records);
+        // Blocks hold the records grouped by stream, ascending by seq: a reader going through
+        // one stream touches only its own blocks, and each once (see `ColdStore`'s
+        // readahead). Only the (small) record references are sorted, not the payloads.
+        let mut records: Vec<ColdRecord<'r>> = records.into_iter().map(Into::into).collect();
+        records.sort_unstable_by_key(|record| (record.stream_id, record.seq));
+        let mut encoder = Encoder::new(source, &self.config, &temp_name, records.into_iter());
         let streamed = self
             .io
             .write_stream_synced(&file, 0, self.config.shape(), |buf| encoder.fill(buf));
