@@ -30,6 +30,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::cache::BlockCache;
+use crate::dir_sync::DirSyncGroup;
 use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
     classify_file_name, cold_file_name, corrupt_file_name, decode_block, decode_block_cow,
@@ -158,6 +159,7 @@ pub struct ColdStore<I: SegmentIo> {
     writing: Mutex<HashSet<u64>>,
     cache: BlockCache,
     counters: Counters,
+    dir_sync: DirSyncGroup,
 }
 
 impl<I: SegmentIo> ColdStore<I> {
@@ -173,6 +175,7 @@ impl<I: SegmentIo> ColdStore<I> {
             files: RwLock::new(HashMap::new()),
             writing: Mutex::new(HashSet::new()),
             counters: Counters::default(),
+            dir_sync: DirSyncGroup::default(),
         };
         let report = store.scan_directory()?;
         Ok((store, report))
@@ -350,7 +353,8 @@ impl<I: SegmentIo> ColdStore<I> {
         R: IntoIterator<Item = T>,
         T: Into<ColdRecord<'r>>,
     {
-        let writer = ColdWriter::new(&self.io, self.config.writer.clone())?;
+        let writer =
+            ColdWriter::new(&self.io, self.config.writer.clone())?.with_dir_sync(&self.dir_sync);
         let (handle, index) = writer.write(source, records)?;
         let name = cold_file_name(source.segment_gen);
         let file = match self.io.open(&name) {

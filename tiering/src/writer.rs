@@ -7,7 +7,9 @@
 //!    next chunk is being encoded, and fdatasync it (the last write is linked to the sync);
 //! 3. rename it to `seg-<gen>.pcold` — the commit point: a final name only ever names bytes
 //!    that a successful fdatasync made durable;
-//! 4. fsync the directory, which makes the name durable.
+//! 4. fsync the directory, which makes the name durable (writers of one `ColdStore` share
+//!    it: a sync that started after this rename returned, run by any of them, suffices; a
+//!    failed one fails every writer it covered).
 //!
 //! Any failure returns a typed error and removes what it can. What may stay behind is never
 //! taken as complete: a temp name (removed by `ColdStore::open`), or, if only step 4 failed,
@@ -21,6 +23,7 @@
 
 use std::path::PathBuf;
 
+use crate::dir_sync::DirSyncGroup;
 use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
     cold_file_name, crc32, decode_file, encode_block_header, encode_file_header, encode_footer,
@@ -133,12 +136,24 @@ pub struct ColdSegmentHandle {
 pub struct ColdWriter<'io, I: SegmentIo> {
     io: &'io I,
     config: ColdWriterConfig,
+    /// Shares directory syncs with concurrent writers of the same store (step 4).
+    dir_sync: Option<&'io DirSyncGroup>,
 }
 
 impl<'io, I: SegmentIo> ColdWriter<'io, I> {
     pub fn new(io: &'io I, config: ColdWriterConfig) -> Result<ColdWriter<'io, I>> {
         config.validate()?;
-        Ok(ColdWriter { io, config })
+        Ok(ColdWriter {
+            io,
+            config,
+            dir_sync: None,
+        })
+    }
+
+    /// Step 4 through `group`: concurrent writers share one directory sync.
+    pub(crate) fn with_dir_sync(mut self, group: &'io DirSyncGroup) -> ColdWriter<'io, I> {
+        self.dir_sync = Some(group);
+        self
     }
 
     /// Writes and commits the cold file of `source`. `records` yields every live record of
@@ -188,7 +203,14 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
             return Err(error);
         }
         // IMPORTANT: fsync the directory, or the rename may not survive a crash.
-        if let Err(error) = self.io.sync_dir() {
+        let synced = match self.dir_sync {
+            Some(group) => {
+                let dir_name = self.io.dir().display().to_string();
+                group.sync_after_rename(&dir_name, || self.io.sync_dir())
+            }
+            None => self.io.sync_dir(),
+        };
+        if let Err(error) = synced {
             self.discard(&final_name);
             return Err(error);
         }
