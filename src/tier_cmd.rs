@@ -177,6 +177,9 @@ pub struct BenchTierArgs {
     /// an fdatasync, a rename and a directory sync once per segment
     #[arg(long = "segment-mib", value_name = "MIB", default_value_t = 4)]
     segment_mib: u64,
+    /// Migrations run at once by a migrator pass [default: MigratorPolicy's]
+    #[arg(long = "parallel-migrations", value_name = "N")]
+    parallel_migrations: Option<usize>,
     /// Time budget of the append phases, in seconds
     #[arg(long, value_name = "S", default_value_t = 4.0)]
     seconds: f64,
@@ -398,11 +401,16 @@ fn bench(
         stop_occupancy: IDLE_DRAIN_TO,
         ..MigratorPolicy::default()
     });
+    let parallel_migrations = args
+        .parallel_migrations
+        .unwrap_or(MigratorPolicy::default().parallel_migrations)
+        .max(1);
     let busy_policy = MigratorPolicy {
         min_idle_ms: u64::MAX,
         start_occupancy: BUSY_START_OCCUPANCY,
         stop_occupancy: BUSY_STOP_OCCUPANCY,
         interval: Duration::from_millis(1),
+        parallel_migrations,
         ..MigratorPolicy::default()
     };
     let (mut idle_ops, mut idle_time) = (0u64, Duration::ZERO);
@@ -438,6 +446,7 @@ fn bench(
         min_idle_ms: 0,
         start_occupancy: 0.0,
         stop_occupancy: 0.0,
+        parallel_migrations,
         ..MigratorPolicy::default()
     });
     let (mut migrated_bytes, mut stored_bytes) = (0u64, 0u64);
