@@ -35,10 +35,12 @@ pub struct MigratorPolicy {
     pub interval: Duration,
     /// Upper bound of migrations per pass (0: no bound).
     pub max_migrations_per_pass: usize,
-    /// Migrations of one pass run at once (1: one after the other). Each one waits on its
-    /// file's fdatasync, rename and directory fsync; running several overlaps those waits
-    /// with the copying and hashing of the others, and the file system merges their journal
-    /// commits.
+    /// Migrations of one pass run at once, on scoped threads (1: one after the other on the
+    /// calling thread). Each one mostly waits on its file's create, fdatasync, rename and
+    /// directory sync; running several overlaps those waits with each other and with the
+    /// copying and hashing of the others, and concurrent migrations share directory syncs
+    /// (see `ColdStore::write_segment`). Each keeps up to `ColdWriterConfig::depth` chunks of
+    /// `chunk_bytes` in flight.
     pub parallel_migrations: usize,
 }
 

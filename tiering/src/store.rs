@@ -313,7 +313,8 @@ impl<I: SegmentIo> ColdStore<I> {
     }
 
     /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`
-    /// tuples or [`ColdRecord`]s, see [`ColdWriter::write`]) and starts serving it. On error
+    /// tuples or [`ColdRecord`]s, see [`ColdWriter::write`]) and starts serving it. Several
+    /// may run at once (one per segment); their directory syncs are shared (group commit). On error
     /// nothing was committed that the store or a later open would take as complete, except
     /// possibly a complete file whose directory sync failed (an orphan the engine's recovery
     /// deletes).
