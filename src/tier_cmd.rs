@@ -37,7 +37,11 @@ pub enum TierCmdError {
     Json(#[from] serde_json::Error),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[source] std::io::Error),
-    #[error("--size {size_bytes} is too small: the bench needs at least 16 MiB")]
+    #[error("--segment-mib {segment_mib} must be in 1..=1024")]
+    SegmentSize { segment_mib: u64 },
+    #[error("migration: {0}")]
+    Migration(String),
+    #[error("--size {size_bytes} is too small: the bench needs at least 16 MiB and 16 segments")]
     TooSmall { size_bytes: u64 },
 }
 
@@ -157,15 +161,25 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
 
 #[derive(Debug, Args)]
 pub struct BenchTierArgs {
-    /// Directory of the pool file [default: a temporary directory, removed afterwards]
+    /// Directory of the pool file [default: a temporary directory on /dev/shm (DRAM, the
+    /// persistent-memory stand-in) if it exists, else in the system temp directory; removed
+    /// afterwards]
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Cold (SSD) directory [default: POOL.cold]
+    /// Cold (SSD) directory [default: POOL.cold with --dir, else a temporary directory in
+    /// the system temp directory]
     #[arg(long = "ssd-dir", value_name = "DIR")]
     ssd_dir: Option<PathBuf>,
     /// Pool size in bytes (small, so the migrator must run)
-    #[arg(long = "size", value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long = "size", value_name = "BYTES", default_value_t = 256 << 20)]
     size_bytes: u64,
+    /// Segment size in MiB (the engine's default is 4). Every migration pays a file create,
+    /// an fdatasync, a rename and a directory sync once per segment
+    #[arg(long = "segment-mib", value_name = "MIB", default_value_t = 4)]
+    segment_mib: u64,
+    /// Migrations run at once by a migrator pass [default: MigratorPolicy's]
+    #[arg(long = "parallel-migrations", value_name = "N")]
+    parallel_migrations: Option<usize>,
     /// Time budget of the append phases, in seconds
     #[arg(long, value_name = "S", default_value_t = 4.0)]
     seconds: f64,
@@ -177,7 +191,17 @@ pub struct BenchTierArgs {
     json: bool,
 }
 
-const SEGMENT_BYTES: u64 = 1 << 20;
+/// Idle and busy append slices, alternating.
+const APPEND_SLICES: u32 = 4;
+/// Idle appends run up to this occupancy, then an untimed inline pass drains to IDLE_DRAIN_TO.
+const IDLE_UNTIL: f64 = 0.75;
+const IDLE_DRAIN_TO: f64 = 0.3;
+/// Watermarks of the background migrator in busy slices: it drains whenever the pool is
+/// above half full, which the appends keep it.
+const BUSY_START_OCCUPANCY: f64 = 0.5;
+const BUSY_STOP_OCCUPANCY: f64 = 0.4;
+/// Fill-and-drain rounds of the migration measurement.
+const MIGRATE_ROUNDS: u32 = 3;
 const PAYLOAD_BYTES: usize = 1024;
 
 fn mib_per_sec(bytes: u64, elapsed: Duration) -> f64 {
@@ -204,7 +228,7 @@ fn append_until(
             append_with_backpressure(log, id, payload, Duration::from_secs(10))?;
             ops += 1;
         }
-        if occupancy(log) >= until {
+        if ops % 256 == 0 && occupancy(log) >= until {
             break;
         }
     }
@@ -224,14 +248,26 @@ fn progress(json: bool, steps: u64) -> ProgressBar {
 
 /// Fills a small pool so the migrator must run and reports throughputs against the raw SSD.
 pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
-    if args.size_bytes < 16 << 20 {
+    if args.segment_mib == 0 || args.segment_mib > 1024 {
+        return Err(TierCmdError::SegmentSize {
+            segment_mib: args.segment_mib,
+        });
+    }
+    if args.size_bytes < 16 << 20 || args.size_bytes < 16 * (args.segment_mib << 20) {
         return Err(TierCmdError::TooSmall {
             size_bytes: args.size_bytes,
         });
     }
+    // The pool stands for persistent memory: by default it lives in DRAM (/dev/shm), so the
+    // kernel's writeback of a disk-backed pool file never competes with the cold tier for
+    // the SSD under test; the cold files go to the system temp directory (on disk).
     let temp = match &args.dir {
         Some(_) => None,
-        None => Some(tempfile_dir()?),
+        None => Some(tempfile_dir(&shm_or_temp_dir(), "pool")?),
+    };
+    let temp_ssd = match (&args.dir, &args.ssd_dir) {
+        (None, None) => Some(tempfile_dir(&std::env::temp_dir(), "ssd")?),
+        _ => None,
     };
     let dir = args
         .dir
@@ -247,6 +283,7 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
     let ssd_dir = args
         .ssd_dir
         .clone()
+        .or_else(|| temp_ssd.as_ref().map(|t| t.0.join("cold")))
         .unwrap_or_else(|| default_cold_dir(&pool_path));
     let bar = progress(args.json, 6);
     let result = bench(args, &pool_path, &ssd_dir, &bar);
@@ -263,6 +300,7 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
         }
     }
     drop(temp);
+    drop(temp_ssd);
     let value = result?;
     if args.json {
         return write_out(&serde_json::to_string(&value)?);
@@ -280,8 +318,19 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> Result<TempDir, TierCmdError> {
-    let path = std::env::temp_dir().join(format!("pstream-bench-tier-{}", std::process::id()));
+/// `/dev/shm` when it is a directory (tmpfs: DRAM), else the system temp directory.
+fn shm_or_temp_dir() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn tempfile_dir(parent: &Path, what: &str) -> Result<TempDir, TierCmdError> {
+    let name = format!("pstream-bench-tier-{}-{what}", std::process::id());
+    let path = parent.join(name);
     std::fs::create_dir_all(&path).map_err(|source| TierCmdError::Fs {
         what: "creating",
         path: path.clone(),
@@ -315,10 +364,11 @@ fn bench(
     bar.inc(1);
 
     bar.set_message("idle appends");
-    let data_bytes = (args.size_bytes / SEGMENT_BYTES * SEGMENT_BYTES) as usize;
+    let segment_bytes = args.segment_mib << 20;
+    let data_bytes = (args.size_bytes / segment_bytes * segment_bytes) as usize;
     let pool = MmapPool::create(pool_path, data_bytes, PoolOptions::default())?;
     let config = LogConfig {
-        segment_size_bytes: SEGMENT_BYTES,
+        segment_size_bytes: segment_bytes,
         stream_slot_count: 64,
     };
     let log = Arc::new(create_tiered(
@@ -332,42 +382,87 @@ fn bench(
     let payload: Vec<u8> = (0..PAYLOAD_BYTES)
         .map(|i| (i / 16) as u8 ^ (i as u8).wrapping_mul(31))
         .collect();
-    let (idle_ops, idle_time) = append_until(&log, &ids, &payload, 0.35, phase)?;
-    bar.inc(1);
-
-    // Fill up to 70%, drop a slice of "aged" (dead bytes are dropped, not migrated), then
-    // append into the rest while the migrator drains.
-    bar.set_message("appends while migrating");
+    // Fill up to 70%, and drop a slice of "aged" (dead bytes are dropped, not migrated).
     append_until(&log, &ids, &payload, 0.7, Duration::from_secs(60))?;
     let (_, aged_next) = log.bounds(ids[1])?;
     log.trim(ids[1], aged_next / 4)?;
-    let policy = MigratorPolicy {
-        min_idle_ms: 0,
-        start_occupancy: 0.5,
-        stop_occupancy: 0.2,
-        interval: Duration::from_millis(1),
-        max_migrations_per_pass: 1,
-    };
-    let migrator = Migrator::start(Arc::clone(&log), policy);
-    let before = migrator.stats().migrations;
-    let (busy_ops, busy_time) = append_until(&log, &ids, &payload, 1.1, phase)?;
-    let during = migrator.stats().migrations - before;
-    let migrator_stats = migrator.stop();
     bar.inc(1);
 
-    bar.set_message("migration throughput");
-    append_until(&log, &ids, &payload, 0.9, Duration::from_secs(60))?;
-    let started = Instant::now();
-    let mut migrated_bytes = 0u64;
-    let mut stored_bytes = 0u64;
-    for info in log.segment_infos() {
-        if info.state == SegmentState::Sealed && !info.scrub_pending {
-            let outcome = log.migrate_segment(info.index)?;
-            migrated_bytes += outcome.payload_bytes;
-            stored_bytes += outcome.stored_bytes;
+    // Idle and busy appends in alternating slices (idle, busy, idle, busy, ...), so drift of
+    // a shared machine falls on both. Idle: no migrator runs while appends are timed; when
+    // the pool reaches IDLE_UNTIL the clock stops and one inline pass drains it (the same
+    // segments get migrated, never during a timed append). Busy: the background migrator
+    // drains while the appends run (with backpressure when the pool is full).
+    bar.set_message("appends idle / migrating");
+    let slice = phase / APPEND_SLICES;
+    let inline = Migrator::new(MigratorPolicy {
+        min_idle_ms: u64::MAX,
+        start_occupancy: BUSY_START_OCCUPANCY,
+        stop_occupancy: IDLE_DRAIN_TO,
+        ..MigratorPolicy::default()
+    });
+    let parallel_migrations = args
+        .parallel_migrations
+        .unwrap_or(MigratorPolicy::default().parallel_migrations)
+        .max(1);
+    let busy_policy = MigratorPolicy {
+        min_idle_ms: u64::MAX,
+        start_occupancy: BUSY_START_OCCUPANCY,
+        stop_occupancy: BUSY_STOP_OCCUPANCY,
+        interval: Duration::from_millis(1),
+        parallel_migrations,
+        ..MigratorPolicy::default()
+    };
+    let (mut idle_ops, mut idle_time) = (0u64, Duration::ZERO);
+    let (mut busy_ops, mut busy_time) = (0u64, Duration::ZERO);
+    let mut during = 0u64;
+    let mut busy_failures = 0u64;
+    for _ in 0..APPEND_SLICES {
+        let mut timed = Duration::ZERO;
+        while timed < slice {
+            if occupancy(&log) >= IDLE_UNTIL {
+                inline.run_once(&log);
+            }
+            let (ops, time) = append_until(&log, &ids, &payload, IDLE_UNTIL, slice - timed)?;
+            idle_ops += ops;
+            timed += time;
         }
+        idle_time += timed;
+        let migrator = Migrator::start(Arc::clone(&log), busy_policy);
+        let (ops, time) = append_until(&log, &ids, &payload, 1.1, slice)?;
+        // Migrations completed while the appends were timed.
+        during += migrator.stats().migrations;
+        busy_failures += migrator.stop().failures;
+        busy_ops += ops;
+        busy_time += time;
     }
-    let migrate_time = started.elapsed();
+    bar.inc(1);
+
+    // Migration throughput: fill to 90%, then one migrator pass drains every sealed segment
+    // as the background thread would (`MigratorPolicy::parallel_migrations` at once); a few
+    // rounds, so the timed bytes are well above the pool size.
+    bar.set_message("migration throughput");
+    let drain = Migrator::new(MigratorPolicy {
+        min_idle_ms: 0,
+        start_occupancy: 0.0,
+        stop_occupancy: 0.0,
+        parallel_migrations,
+        ..MigratorPolicy::default()
+    });
+    let (mut migrated_bytes, mut stored_bytes) = (0u64, 0u64);
+    let (mut migrate_segments, mut migrate_time) = (0u64, Duration::ZERO);
+    for _ in 0..MIGRATE_ROUNDS {
+        append_until(&log, &ids, &payload, 0.9, Duration::from_secs(60))?;
+        let started = Instant::now();
+        let pass = drain.run_once(&log);
+        migrate_time += started.elapsed();
+        if let Some(error) = pass.last_error {
+            return Err(TierCmdError::Migration(error));
+        }
+        migrated_bytes += pass.bytes_migrated;
+        stored_bytes += pass.bytes_stored;
+        migrate_segments += pass.migrated;
+    }
     log.reclaim();
     bar.inc(1);
 
@@ -397,12 +492,15 @@ fn bench(
     Ok(serde_json::json!({
         "bench": "tier",
         "pool_bytes": data_bytes,
-        "segment_size_bytes": SEGMENT_BYTES,
+        "segment_size_bytes": segment_bytes,
         "payload_bytes": PAYLOAD_BYTES,
         "io_size_bytes": io_size_bytes,
         "compress_level": args.compress_level,
         "ssd_dir": ssd_dir.display().to_string(),
+        "pool_path": pool_path.display().to_string(),
         "migrate_mib_per_sec": migrate,
+        "migrate_segments": migrate_segments,
+        "parallel_migrations": drain.policy().parallel_migrations,
         "migrate_stored_mib_per_sec": mib_per_sec(stored_bytes, migrate_time),
         "cold_read_mib_per_sec": cold_read,
         "append_ops_per_sec_idle": idle,
@@ -410,7 +508,8 @@ fn bench(
         "migrations_during_append_phase": during,
         "bytes_migrated": tier_stats.bytes_migrated,
         "bytes_dropped_dead": tier_stats.bytes_dropped_dead,
-        "migration_failures": tier_stats.migration_failures + migrator_stats.failures,
+        "migration_failures": tier_stats.migration_failures + busy_failures,
+        "append_slices": APPEND_SLICES,
         "compression_ratio": cold.compression_ratio(),
         "ssd_write_mib_per_sec_raw": raw_write,
         "ssd_read_mib_per_sec_raw": raw_read,

@@ -49,6 +49,18 @@ pub struct ColdInventory {
     pub damaged: Vec<u64>,
 }
 
+/// One live record handed to [`ColdTier::write_segment`]: its payload, borrowed from
+/// persistent memory, with the crc32 of that payload from its record header (the engine
+/// verified the payload against it just before), so the cold tier need not hash it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdPayload<'a> {
+    pub stream_id: u64,
+    pub seq: u64,
+    pub payload: &'a [u8],
+    /// crc32 (IEEE, as `crc32fast::hash`) of `payload`.
+    pub payload_crc: u32,
+}
+
 /// What a completed cold write stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColdWritten {
@@ -91,11 +103,12 @@ pub trait ColdTier: Send + Sync + 'static {
     fn inventory(&self) -> Result<ColdInventory, ColdError>;
 
     /// Writes the records of one sealed segment as a durable file: on `Ok`, its data and its
-    /// name survive a crash. `records` yields `(stream_id, seq, payload)` in segment order.
+    /// name survive a crash. `records` yields every live record in segment order, each
+    /// with its verified payload crc.
     fn write_segment(
         &self,
         source: ColdSource,
-        records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+        records: &mut dyn Iterator<Item = ColdPayload<'_>>,
     ) -> Result<ColdWritten, ColdError>;
 
     /// Reads the payload of one record.
@@ -122,7 +135,7 @@ impl ColdTier for NoColdTier {
     fn write_segment(
         &self,
         _source: ColdSource,
-        _records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+        _records: &mut dyn Iterator<Item = ColdPayload<'_>>,
     ) -> Result<ColdWritten, ColdError> {
         Err(ColdError {
             kind: ColdErrorKind::Io,

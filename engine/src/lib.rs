@@ -23,7 +23,7 @@ mod scan;
 mod stream;
 mod verify;
 
-pub use cold::{ColdError, ColdErrorKind, ColdTier, NoColdTier};
+pub use cold::{ColdError, ColdErrorKind, ColdPayload, ColdTier, NoColdTier};
 pub use error::{EngineError, Location, Result};
 pub use format::record::MAX_PAYLOAD_BYTES;
 pub use format::segment::SegmentState;

@@ -31,7 +31,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use pmem_emul::{Pmem, ATOMIC_STORE_BYTES};
 
-use crate::cold::{ColdSource, ColdTier, NoColdTier};
+use crate::cold::{ColdPayload, ColdSource, ColdTier, NoColdTier};
 use crate::error::{EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
 use crate::format::segment::{
@@ -485,11 +485,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
     /// Deletes a stream, durably. Its space is reclaimed once no reader holds its records.
     pub fn delete_stream(&self, id: StreamId) -> Result<()> {
-        // See `trim`: pinned until the dropped records are uncounted.
-        let guard = epoch::pin();
         let mut slots = self.slots.lock();
         let stream = self.stream(id)?;
-        let index = stream.mark_deleted();
+        // Durable first: from here a crash leaves the stream deleted. Appends that reserve
+        // before `mark_deleted` below are ordered before the delete.
         let offset = self.layout.slot_offset(stream.slot);
         let incarnation = (id.0 >> 32) as u32;
         self.pmem.write_u64(
@@ -497,6 +496,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             stream_slot::state_word(incarnation, SlotState::Deleted),
         );
         self.pmem.persist(offset, ATOMIC_STORE_BYTES);
+        // See `trim`: pinned from dropping the index until the records are uncounted.
+        let guard = epoch::pin();
+        let index = stream.mark_deleted();
         slots[stream.slot as usize].state = SlotState::Deleted;
         *self.streams[stream.slot as usize].write() = None;
         drop(slots);
@@ -1050,18 +1052,20 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     /// Drops records below `first_seq` of a stream, durably; their space is reclaimed once
     /// every segment they occupied holds no live record.
     pub fn trim(&self, id: StreamId, first_seq: u64) -> Result<()> {
-        // Pinned from before the index drops the entries until their segments' live counts
-        // are down: a migration that finds them gone cannot have the segment scrubbed (and
-        // reused, and counted afresh) before this thread has uncounted them. The pin is
-        // global (it holds back reclamation in every log of the process), so nothing slow
-        // happens under it: dead cold files are deleted after.
-        let guard = epoch::pin();
         let stream = self.stream(id)?;
         let offset = self.layout.slot_offset(stream.slot) + stream_slot::TRIM_WORD_OFFSET;
+        // Pinned from before the index drops the entries (right after the trim is durable)
+        // until their segments' live counts are down: a migration that finds them gone
+        // cannot have the segment scrubbed (and reused, and counted afresh) before this
+        // thread has uncounted them. The pin is global (it holds back reclamation in every
+        // log of the process), so nothing slow happens under it: no persist, and dead cold
+        // files are deleted after.
+        let mut guard = None;
         let dropped = stream.trim(first_seq, || {
             self.pmem
                 .write_u64(offset, stream_slot::trim_word(id.0, first_seq));
             self.pmem.persist(offset, ATOMIC_STORE_BYTES);
+            guard = Some(epoch::pin());
         })?;
         let dead_cold = self.forget_records(dropped.into_iter());
         drop(guard);
@@ -1269,7 +1273,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         // 2. Live records only, straight from persistent memory (nothing writes a sealed
         //    segment, and it is not scrubbed while Migrating).
         let base = self.layout.segment_offset(segment);
-        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize)> = Vec::new();
+        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize, u32)> = Vec::new();
         let mut dead_bytes = 0u64;
         for record in scanned.iter().filter(|r| !r.void) {
             let header = record.header;
@@ -1290,7 +1294,14 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                         state: "holding records not yet acknowledged",
                     });
                 }
-                Some(stream) => live.push((stream, header.seq, loc, header.payload_len, size)),
+                Some(stream) => live.push((
+                    stream,
+                    header.seq,
+                    loc,
+                    header.payload_len,
+                    size,
+                    header.payload_crc,
+                )),
                 None => dead_bytes += size as u64,
             }
         }
@@ -1300,9 +1311,15 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             pool_nonce: self.layout.pool_nonce,
         };
         let pmem = &self.pmem;
-        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _)| {
+        // The scan above verified every payload against its header crc: hand the crc on.
+        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _, crc)| {
             let at = base + loc.offset_bytes() as usize + RECORD_HEADER_BYTES;
-            (stream.id.0, *seq, pmem.read(at, *payload_len as usize))
+            ColdPayload {
+                stream_id: stream.id.0,
+                seq: *seq,
+                payload: pmem.read(at, *payload_len as usize),
+                payload_crc: *crc,
+            }
         });
         let written = match self.cold.write_segment(source, &mut records) {
             Ok(written) => written,
@@ -1323,9 +1340,13 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             };
             self.store_entry(segment, &mut state, next);
         }
+        // The slot starts with one reference held by this migration, and each record is
+        // counted before its index entry points here: a trim racing the moves can then
+        // never take the count to zero (and delete the file) while a record is still
+        // moving in. The migration's reference goes last.
         let slot = Arc::new(ColdSlot {
             segment_gen: entry.segment_gen,
-            live_records: AtomicI64::new(0),
+            live_records: AtomicI64::new(1),
             live_bytes: AtomicI64::new(0),
             stored_bytes: written.stored_bytes,
             deleted: std::sync::atomic::AtomicBool::new(false),
@@ -1336,17 +1357,21 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             Loc::cold((table.len() - 1) as u32)
         };
         let mut moved_records = 0u64;
-        for (stream, seq, loc, _, size) in &live {
+        for (stream, seq, loc, _, size, _) in &live {
+            slot.live_records.fetch_add(1, Ordering::AcqRel);
+            slot.live_bytes.fetch_add(*size as i64, Ordering::AcqRel);
             // A trim may have dropped the record meanwhile: then it counts nowhere.
             if stream.move_to_cold(*seq, *loc, cold_loc) {
-                slot.live_records.fetch_add(1, Ordering::AcqRel);
-                slot.live_bytes.fetch_add(*size as i64, Ordering::AcqRel);
                 meta.live_records.fetch_sub(1, Ordering::AcqRel);
                 meta.live_bytes.fetch_sub(*size as i64, Ordering::AcqRel);
                 moved_records += 1;
+            } else {
+                slot.live_records.fetch_sub(1, Ordering::AcqRel);
+                slot.live_bytes.fetch_sub(*size as i64, Ordering::AcqRel);
             }
         }
-        if moved_records == 0 {
+        if slot.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Nothing moved in, or everything that did was trimmed already.
             self.delete_cold(&slot);
         }
         // 4. Free the persistent-memory copy once no reader can hold a borrow of it.

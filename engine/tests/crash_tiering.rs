@@ -11,7 +11,9 @@ use std::sync::Arc;
 use common::{Budget, Model, Pending, StreamModel};
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
-use pstream_engine::cold::{ColdInventory, ColdRecord, ColdSegment, ColdSource, ColdWritten};
+use pstream_engine::cold::{
+    ColdInventory, ColdPayload, ColdRecord, ColdSegment, ColdSource, ColdWritten,
+};
 use pstream_engine::{ColdError, ColdErrorKind, ColdTier, Log, SegmentState, StreamId};
 
 /// A durable cold file: the nonce of the pool it was written for, and its records.
@@ -72,7 +74,7 @@ impl ColdTier for MemCold {
     fn write_segment(
         &self,
         source: ColdSource,
-        records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+        records: &mut dyn Iterator<Item = ColdPayload<'_>>,
     ) -> Result<ColdWritten, ColdError> {
         let mut countdown = self.fail_countdown.lock();
         if let Some(k) = countdown.as_mut() {
@@ -87,8 +89,9 @@ impl ColdTier for MemCold {
             }
             *k -= 1;
         }
-        let copied: Vec<(u64, u64, Vec<u8>)> =
-            records.map(|(s, q, p)| (s, q, p.to_vec())).collect();
+        let copied: Vec<(u64, u64, Vec<u8>)> = records
+            .map(|r| (r.stream_id, r.seq, r.payload.to_vec()))
+            .collect();
         let payload_bytes = copied.iter().map(|r| r.2.len() as u64).sum();
         let count = copied.len() as u64;
         self.files.lock().insert(
@@ -142,6 +145,26 @@ fn migrate_all<P: pmem_emul::Pmem>(log: &Log<P, MemCold>) -> (u64, u64) {
     }
     log.reclaim();
     (done, failed)
+}
+
+/// Runs `op` until it does not fail with `PoolFull`, reclaiming meanwhile (at most 60 s).
+fn with_backpressure(
+    log: &Log<SimPmem, MemCold>,
+    mut op: impl FnMut() -> Result<(), pstream_engine::EngineError>,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        match op() {
+            Ok(()) => return,
+            Err(pstream_engine::EngineError::PoolFull { .. })
+                if started.elapsed() < std::time::Duration::from_secs(60) =>
+            {
+                log.reclaim();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
 }
 
 /// Tells a background loop to stop when dropped, also when the test panics (a scope joins
@@ -545,8 +568,10 @@ fn live_byte_accounting_stays_exact_with_concurrent_migrations() {
         for round in 0..3000u64 {
             let batch: Vec<Vec<u8>> = (0..16).map(|i| payload(next + i, 200)).collect();
             let records: Vec<(StreamId, &[u8])> = batch.iter().map(|p| (b, p.as_slice())).collect();
-            log.append_batch(&records).unwrap();
-            log.append(a, &payload(next, 100)).unwrap();
+            // The migrator thread frees space; wait for it when the pool is full (on two
+            // busy cores it can fall behind).
+            with_backpressure(&log, || log.append_batch(&records).map(|_| ()));
+            with_backpressure(&log, || log.append(a, &payload(next, 100)).map(|_| ()));
             next += 16;
             if round % 20 == 19 {
                 // A long trim: its forgetting races with migrations and segment reuse.

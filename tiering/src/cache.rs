@@ -57,6 +57,11 @@ impl BlockCache {
         self.state.lock().touch(key)
     }
 
+    /// Whether `key` is cached (does not count as a use).
+    pub(crate) fn contains(&self, key: BlockKey) -> bool {
+        self.state.lock().entries.contains_key(&key)
+    }
+
     /// Caches `block`, evicting the least recently used blocks to stay within capacity.
     /// Blocks larger than a quarter of the capacity are not cached (one would flush the rest).
     pub(crate) fn insert(&self, key: BlockKey, block: Arc<Vec<u8>>) {

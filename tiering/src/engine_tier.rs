@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use pmem_emul::Pmem;
 use pstream_engine::cold::{ColdInventory, ColdRecord as EngineRecord, ColdSegment};
-use pstream_engine::cold::{ColdSource, ColdWritten};
+use pstream_engine::cold::{ColdPayload, ColdSource, ColdWritten};
 use pstream_engine::{
     ColdError, ColdErrorKind, ColdTier, EngineError, Log, LogConfig, OpenOptions, RecoveryReport,
 };
@@ -153,18 +153,19 @@ impl<I: SegmentIo + 'static> ColdTier for EngineColdTier<I> {
     fn write_segment(
         &self,
         source: ColdSource,
-        records: &mut dyn Iterator<Item = (u64, u64, &[u8])>,
+        records: &mut dyn Iterator<Item = ColdPayload<'_>>,
     ) -> Result<ColdWritten, ColdError> {
         let segment = SourceSegment {
             segment_index: source.segment_index,
             segment_gen: source.segment_gen,
             pool_nonce: source.pool_nonce,
         };
-        let records = records.map(|(stream_id, seq, payload)| ColdRecord {
-            stream_id,
-            seq,
-            payload,
-            payload_crc: None,
+        // The engine verified each payload against this crc while scanning the segment.
+        let records = records.map(|record| ColdRecord {
+            stream_id: record.stream_id,
+            seq: record.seq,
+            payload: record.payload,
+            payload_crc: Some(record.payload_crc),
         });
         match self.store.write_segment(&segment, records) {
             Ok(handle) => Ok(ColdWritten {

@@ -94,6 +94,7 @@
 #![deny(unsafe_code)]
 
 mod cache;
+mod dir_sync;
 mod engine_tier;
 mod error;
 pub mod format;

@@ -13,7 +13,7 @@
 //! lock, so appends keep flowing; a foreground append that finds the pool full can wait for
 //! the migrator with [`append_with_backpressure`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +35,13 @@ pub struct MigratorPolicy {
     pub interval: Duration,
     /// Upper bound of migrations per pass (0: no bound).
     pub max_migrations_per_pass: usize,
+    /// Migrations of one pass run at once, on scoped threads (1: one after the other on the
+    /// calling thread). Each one mostly waits on its file's create, fdatasync, rename and
+    /// directory sync; running several overlaps those waits with each other and with the
+    /// copying and hashing of the others, and concurrent migrations share directory syncs
+    /// (see `ColdStore::write_segment`). Each keeps up to `ColdWriterConfig::depth` chunks of
+    /// `chunk_bytes` in flight.
+    pub parallel_migrations: usize,
 }
 
 impl Default for MigratorPolicy {
@@ -45,6 +52,7 @@ impl Default for MigratorPolicy {
             stop_occupancy: 0.5,
             interval: Duration::from_millis(50),
             max_migrations_per_pass: 0,
+            parallel_migrations: 4,
         }
     }
 }
@@ -159,9 +167,11 @@ impl Migrator {
         // Oldest idle first.
         candidates.sort_by_key(|info| std::cmp::Reverse(info.idle_ms));
         let stop_used = (policy.stop_occupancy * total as f64).floor() as usize;
+        // Pick this pass's segments up front (the policy as if each pick succeeds), then
+        // migrate them, several at once.
+        let mut picked: Vec<&SegmentInfo> = Vec::new();
         for info in candidates {
-            if policy.max_migrations_per_pass != 0
-                && report.migrated as usize >= policy.max_migrations_per_pass
+            if policy.max_migrations_per_pass != 0 && picked.len() >= policy.max_migrations_per_pass
             {
                 break;
             }
@@ -171,31 +181,44 @@ impl Migrator {
                 // Sorted by idle time: no later candidate is older.
                 break;
             }
-            match log.migrate_segment(info.index) {
-                Ok(outcome) => {
-                    used = used.saturating_sub(1);
-                    report.migrated += 1;
-                    report.records_migrated += outcome.records_migrated;
-                    report.bytes_migrated += outcome.payload_bytes;
-                    report.bytes_stored += outcome.stored_bytes;
-                    report.bytes_dropped_dead += outcome.dead_bytes_dropped;
-                    // Free it now, so appenders waiting for space get it promptly.
-                    report.segments_freed += log.reclaim() as u64;
+            used = used.saturating_sub(1);
+            picked.push(info);
+        }
+        let workers = policy.parallel_migrations.clamp(1, picked.len().max(1));
+        if workers == 1 {
+            for info in &picked {
+                migrate_one(log, info, &mut report);
+            }
+        } else {
+            let next = AtomicUsize::new(0);
+            let reports: Vec<PassReport> = std::thread::scope(|scope| {
+                let work = || {
+                    let mut part = PassReport::default();
+                    while let Some(info) = picked.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        migrate_one(log, info, &mut part);
+                    }
+                    part
+                };
+                let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+                let mut parts = vec![work()];
+                for helper in helpers {
+                    match helper.join() {
+                        Ok(part) => parts.push(part),
+                        Err(_) => tracing::error!("a migration worker panicked"),
+                    }
                 }
-                // Freed or changed since the snapshot: nothing to do.
-                Err(EngineError::NotMigratable { .. }) => {}
-                Err(error) => {
-                    report.failed += 1;
-                    tracing::warn!(
-                        segment = info.index,
-                        segment_gen = info.segment_gen,
-                        %error,
-                        "migration failed; the segment stays in persistent memory and is retried"
-                    );
-                    report.last_error = Some(format!(
-                        "segment {} (gen {}): {error}",
-                        info.index, info.segment_gen
-                    ));
+                parts
+            });
+            for part in reports {
+                report.migrated += part.migrated;
+                report.failed += part.failed;
+                report.records_migrated += part.records_migrated;
+                report.bytes_migrated += part.bytes_migrated;
+                report.bytes_stored += part.bytes_stored;
+                report.bytes_dropped_dead += part.bytes_dropped_dead;
+                report.segments_freed += part.segments_freed;
+                if part.last_error.is_some() {
+                    report.last_error = part.last_error;
                 }
             }
         }
@@ -273,6 +296,36 @@ impl Migrator {
             migrator,
             signal,
             thread,
+        }
+    }
+}
+
+/// Migrates one segment and frees it at once, so appenders waiting for space get it
+/// promptly; adds the outcome to `report`.
+fn migrate_one<P: Pmem, C: ColdTier>(log: &Log<P, C>, info: &SegmentInfo, report: &mut PassReport) {
+    match log.migrate_segment(info.index) {
+        Ok(outcome) => {
+            report.migrated += 1;
+            report.records_migrated += outcome.records_migrated;
+            report.bytes_migrated += outcome.payload_bytes;
+            report.bytes_stored += outcome.stored_bytes;
+            report.bytes_dropped_dead += outcome.dead_bytes_dropped;
+            report.segments_freed += log.reclaim() as u64;
+        }
+        // Freed or changed since the snapshot: nothing to do.
+        Err(EngineError::NotMigratable { .. }) => {}
+        Err(error) => {
+            report.failed += 1;
+            tracing::warn!(
+                segment = info.index,
+                segment_gen = info.segment_gen,
+                %error,
+                "migration failed; the segment stays in persistent memory and is retried"
+            );
+            report.last_error = Some(format!(
+                "segment {} (gen {}): {error}",
+                info.index, info.segment_gen
+            ));
         }
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::cache::BlockCache;
+use crate::dir_sync::DirSyncGroup;
 use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
     classify_file_name, cold_file_name, corrupt_file_name, decode_block, decode_block_cow,
@@ -158,6 +159,7 @@ pub struct ColdStore<I: SegmentIo> {
     writing: Mutex<HashSet<u64>>,
     cache: BlockCache,
     counters: Counters,
+    dir_sync: DirSyncGroup,
 }
 
 impl<I: SegmentIo> ColdStore<I> {
@@ -173,6 +175,7 @@ impl<I: SegmentIo> ColdStore<I> {
             files: RwLock::new(HashMap::new()),
             writing: Mutex::new(HashSet::new()),
             counters: Counters::default(),
+            dir_sync: DirSyncGroup::default(),
         };
         let report = store.scan_directory()?;
         Ok((store, report))
@@ -310,7 +313,8 @@ impl<I: SegmentIo> ColdStore<I> {
     }
 
     /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`
-    /// tuples or [`ColdRecord`]s, see [`ColdWriter::write`]) and starts serving it. On error
+    /// tuples or [`ColdRecord`]s, see [`ColdWriter::write`]) and starts serving it. Several
+    /// may run at once (one per segment); their directory syncs are shared (group commit). On error
     /// nothing was committed that the store or a later open would take as complete, except
     /// possibly a complete file whose directory sync failed (an orphan the engine's recovery
     /// deletes).
@@ -350,7 +354,8 @@ impl<I: SegmentIo> ColdStore<I> {
         R: IntoIterator<Item = T>,
         T: Into<ColdRecord<'r>>,
     {
-        let writer = ColdWriter::new(&self.io, self.config.writer.clone())?;
+        let writer =
+            ColdWriter::new(&self.io, self.config.writer.clone())?.with_dir_sync(&self.dir_sync);
         let (handle, index) = writer.write(source, records)?;
         let name = cold_file_name(source.segment_gen);
         let file = match self.io.open(&name) {
@@ -405,8 +410,9 @@ impl<I: SegmentIo> ColdStore<I> {
             stream_id,
             seq,
         };
-        let entry = *file.index.find(stream_id, seq).ok_or(not_found)?;
-        let result = self.block(&file, entry.block_no).and_then(|block| {
+        let position = file.index.position(stream_id, seq).ok_or(not_found)?;
+        let entry = file.index.records[position];
+        let result = self.record_block(&file, position).and_then(|block| {
             let block_at = file.index.blocks[entry.block_no as usize].offset_bytes;
             let payload =
                 record_payload(&block, &entry).map_err(|e| e.in_file(&file.name, block_at))?;
@@ -419,25 +425,98 @@ impl<I: SegmentIo> ColdStore<I> {
         result
     }
 
-    /// A verified, decompressed block, from the cache or from SSD.
-    fn block(&self, file: &ColdFile<I::File>, block_no: u32) -> Result<Arc<Vec<u8>>> {
-        let segment_gen = file.index.segment_gen();
-        if let Some(block) = self.cache.get((segment_gen, block_no)) {
+    /// The verified, decompressed block holding record `records[position]` of the file's
+    /// index, from the cache or from SSD.
+    ///
+    /// A miss reads ahead: the same read also fetches the following blocks that hold the
+    /// next records of the same stream (up to `read_chunk_bytes`, never past the stream's
+    /// run of adjacent blocks), decodes and verifies them and caches them, so a reader going
+    /// through a stream in seq order does one I/O per window instead of one per block.
+    fn record_block(&self, file: &ColdFile<I::File>, position: usize) -> Result<Arc<Vec<u8>>> {
+        let index = &file.index;
+        let segment_gen = index.segment_gen();
+        let record = index.records[position];
+        let first = record.block_no;
+        if let Some(block) = self.cache.get((segment_gen, first)) {
             bump(&self.counters.cache_hits, 1);
             return Ok(block);
         }
         bump(&self.counters.cache_misses, 1);
-        let entry = file.index.blocks[block_no as usize];
-        let (buf, skip) =
-            self.read_range(&file.file, entry.offset_bytes, entry.disk_len_bytes())?;
-        let bytes = &buf.as_slice()[skip..skip + entry.disk_len_bytes() as usize];
-        let block = decode_block(bytes, segment_gen, block_no)
-            .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
-        check_block_len(&file.name, &entry, block.len())?;
-        let block = Arc::new(block);
-        self.cache
-            .insert((segment_gen, block_no), Arc::clone(&block));
-        Ok(block)
+        let last = self.readahead_end(index, position);
+        let start_at = index.blocks[first as usize].offset_bytes;
+        let end_at = (first..=last)
+            .map(|block_no| {
+                let entry = index.blocks[block_no as usize];
+                entry.offset_bytes + entry.disk_len_bytes()
+            })
+            .max()
+            .unwrap_or(start_at);
+        let (buf, skip) = self.read_range(&file.file, start_at, end_at - start_at)?;
+        let bytes = &buf.as_slice()[skip..];
+        let decode = |block_no: u32| -> Result<Arc<Vec<u8>>> {
+            let entry = index.blocks[block_no as usize];
+            let from = entry
+                .offset_bytes
+                .checked_sub(start_at)
+                .map(|at| at as usize);
+            let block_bytes = from
+                .and_then(|from| bytes.get(from..from + entry.disk_len_bytes() as usize))
+                .ok_or_else(|| {
+                    let found = entry.offset_bytes;
+                    mismatch(0, Structure::Footer, "block offset", start_at, found)
+                        .in_file(&file.name, entry.offset_bytes)
+                })?;
+            let block = decode_block(block_bytes, segment_gen, block_no)
+                .map_err(|e| e.in_file(&file.name, entry.offset_bytes))?;
+            check_block_len(&file.name, &entry, block.len())?;
+            Ok(Arc::new(block))
+        };
+        let wanted = decode(first)?;
+        self.cache.insert((segment_gen, first), Arc::clone(&wanted));
+        for block_no in first + 1..=last {
+            // A damaged block ahead is reported when (if) one of its records is read.
+            let Ok(block) = decode(block_no) else {
+                break;
+            };
+            self.cache.insert((segment_gen, block_no), block);
+        }
+        Ok(wanted)
+    }
+
+    /// The last block of the readahead window of a miss on `records[position]`: the blocks
+    /// after it holding the following records of the same stream, as long as they are
+    /// adjacent, not cached and the window stays within `read_chunk_bytes` (and half the
+    /// cache, so it never evicts itself).
+    fn readahead_end(&self, index: &ColdFileIndex, position: usize) -> u32 {
+        let record = index.records[position];
+        let segment_gen = index.segment_gen();
+        let budget_bytes =
+            (self.config.read_chunk_bytes as u64).min(self.config.cache_capacity_bytes as u64 / 2);
+        let first = index.blocks[record.block_no as usize];
+        let mut last = record.block_no;
+        let mut window_bytes = first.disk_len_bytes();
+        for next in &index.records[position + 1..] {
+            if next.stream_id != record.stream_id || next.block_no < last {
+                break;
+            }
+            if next.block_no == last {
+                continue;
+            }
+            let Some(entry) = index.blocks.get(next.block_no as usize) else {
+                break;
+            };
+            let adjacent = next.block_no == last + 1;
+            if !adjacent
+                || window_bytes + entry.disk_len_bytes() > budget_bytes
+                || u64::from(entry.uncompressed_len) > self.config.cache_capacity_bytes as u64 / 4
+                || self.cache.contains((segment_gen, next.block_no))
+            {
+                break;
+            }
+            window_bytes += entry.disk_len_bytes();
+            last = next.block_no;
+        }
+        last
     }
 
     /// Reads a whole cold file sequentially (chunked, several reads in flight, bypassing the

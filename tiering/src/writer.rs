@@ -7,7 +7,9 @@
 //!    next chunk is being encoded, and fdatasync it (the last write is linked to the sync);
 //! 3. rename it to `seg-<gen>.pcold` — the commit point: a final name only ever names bytes
 //!    that a successful fdatasync made durable;
-//! 4. fsync the directory, which makes the name durable.
+//! 4. fsync the directory, which makes the name durable (writers of one `ColdStore` share
+//!    it: a sync that started after this rename returned, run by any of them, suffices; a
+//!    failed one fails every writer it covered).
 //!
 //! Any failure returns a typed error and removes what it can. What may stay behind is never
 //! taken as complete: a temp name (removed by `ColdStore::open`), or, if only step 4 failed,
@@ -21,6 +23,7 @@
 
 use std::path::PathBuf;
 
+use crate::dir_sync::DirSyncGroup;
 use crate::error::{CorruptKind, Result, Structure, TieringError};
 use crate::format::{
     cold_file_name, crc32, decode_file, encode_block_header, encode_file_header, encode_footer,
@@ -133,17 +136,30 @@ pub struct ColdSegmentHandle {
 pub struct ColdWriter<'io, I: SegmentIo> {
     io: &'io I,
     config: ColdWriterConfig,
+    /// Shares directory syncs with concurrent writers of the same store (step 4).
+    dir_sync: Option<&'io DirSyncGroup>,
 }
 
 impl<'io, I: SegmentIo> ColdWriter<'io, I> {
     pub fn new(io: &'io I, config: ColdWriterConfig) -> Result<ColdWriter<'io, I>> {
         config.validate()?;
-        Ok(ColdWriter { io, config })
+        Ok(ColdWriter {
+            io,
+            config,
+            dir_sync: None,
+        })
+    }
+
+    /// Step 4 through `group`: concurrent writers share one directory sync.
+    pub(crate) fn with_dir_sync(mut self, group: &'io DirSyncGroup) -> ColdWriter<'io, I> {
+        self.dir_sync = Some(group);
+        self
     }
 
     /// Writes and commits the cold file of `source`. `records` yields every live record of
     /// the segment — `(stream_id, seq, payload)` tuples or [`ColdRecord`]s — in any order,
-    /// each (stream_id, seq) once; payloads are stored without the engine's record header.
+    /// each (stream_id, seq) once; payloads are stored without the engine's record header,
+    /// ordered by (stream_id, seq) in the file.
     /// On success the file is durable under its final name and its index is returned.
     pub fn write<'r, R, T>(
         &self,
@@ -157,8 +173,12 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
         let temp_name = temp_file_name(source.segment_gen);
         let final_name = cold_file_name(source.segment_gen);
         let file = self.io.create(&temp_name)?;
-        let records = records.into_iter().map(Into::into);
-        let mut encoder = Encoder::new(source, &self.config, &temp_name, records);
+        // Blocks hold the records grouped by stream, ascending by seq: a reader going through
+        // one stream touches only its own blocks, and each once (see `ColdStore`'s
+        // readahead). Only the (small) record references are sorted, not the payloads.
+        let mut records: Vec<ColdRecord<'r>> = records.into_iter().map(Into::into).collect();
+        records.sort_unstable_by_key(|record| (record.stream_id, record.seq));
+        let mut encoder = Encoder::new(source, &self.config, &temp_name, records.into_iter());
         let streamed = self
             .io
             .write_stream_synced(&file, 0, self.config.shape(), |buf| encoder.fill(buf));
@@ -183,7 +203,14 @@ impl<'io, I: SegmentIo> ColdWriter<'io, I> {
             return Err(error);
         }
         // IMPORTANT: fsync the directory, or the rename may not survive a crash.
-        if let Err(error) = self.io.sync_dir() {
+        let synced = match self.dir_sync {
+            Some(group) => {
+                let dir_name = self.io.dir().display().to_string();
+                group.sync_after_rename(&dir_name, || self.io.sync_dir())
+            }
+            None => self.io.sync_dir(),
+        };
+        if let Err(error) = synced {
             self.discard(&final_name);
             return Err(error);
         }

@@ -446,3 +446,54 @@ fn regression_direct_block_fills_chunk_exactly() {
     assert!(decode_file(&bytes).is_ok());
     check_readback(&store, 1, &records);
 }
+
+/// Records of interleaved streams are stored grouped by stream, and reading one stream in seq
+/// order reads each of its blocks once, several blocks per SSD read (readahead), never a
+/// block of the other stream.
+#[test]
+fn stream_reads_touch_only_their_blocks_with_readahead() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = StdIo::open(dir.path()).expect("io");
+    let config = ColdStoreConfig {
+        read_chunk_bytes: 64 << 10,
+        ..small_config(Compression::None)
+    };
+    let block_size = config.writer.block_size_bytes as usize;
+    let (store, _) = ColdStore::open(io, config).expect("open");
+    // Two streams interleaved record by record, 1 KiB each.
+    let records: Vec<(u64, u64, Vec<u8>)> = (0..512u64)
+        .map(|i| (1 + i % 2, i / 2, vec![(i % 251) as u8; 1024]))
+        .collect();
+    store
+        .write_segment(&source(9), as_input(&records))
+        .expect("write");
+    let index = store.index(9).expect("served");
+    let blocks_of = |stream: u64| -> std::collections::BTreeSet<u32> {
+        index
+            .stream_records(stream)
+            .iter()
+            .map(|r| r.block_no)
+            .collect()
+    };
+    let (blocks_1, blocks_2) = (blocks_of(1), blocks_of(2));
+    // Grouped: at most the block where stream 1 ends and stream 2 starts is shared.
+    assert!(blocks_1.intersection(&blocks_2).count() <= 1);
+    for (stream, seq, payload) in records.iter().filter(|r| r.0 == 1) {
+        let read = store.read_record(9, *stream, *seq).expect("read");
+        assert_eq!(&read, payload);
+    }
+    let stats = store.stats();
+    // 256 KiB of stream 1 in blocks of `block_size`, read in windows of 64 KiB.
+    let blocks = blocks_1.len() as u64;
+    assert!(blocks >= 256 * 1024 / block_size as u64);
+    assert!(
+        stats.cache_misses < blocks,
+        "readahead: {} misses for {blocks} blocks",
+        stats.cache_misses
+    );
+    assert!(
+        stats.bytes_read <= (blocks + 2) * (block_size as u64 + 4096),
+        "read {} bytes for {blocks} blocks",
+        stats.bytes_read
+    );
+}

@@ -31,11 +31,14 @@ impl ColdFileIndex {
 
     /// The record `seq` of `stream_id`, by binary search.
     pub fn find(&self, stream_id: u64, seq: u64) -> Option<&RecordEntry> {
-        let position = self
-            .records
+        self.records.get(self.position(stream_id, seq)?)
+    }
+
+    /// Where record (stream_id, seq) is in `records`.
+    pub fn position(&self, stream_id: u64, seq: u64) -> Option<usize> {
+        self.records
             .binary_search_by(|record| (record.stream_id, record.seq).cmp(&(stream_id, seq)))
-            .ok()?;
-        self.records.get(position)
+            .ok()
     }
 
     /// The records of one stream, ascending by seq.
