@@ -765,11 +765,13 @@ impl Ring {
                 iov_len: len,
             })
             .collect();
-        // SAFETY: each iovec is the aligned window of one slot of `pool`. Slot memory is
-        // allocated for the pool's whole life (lent slots are owned by their IoBuf and return
-        // on drop), and `self.pool` keeps the pool alive until after `self.ring` is dropped,
-        // which unregisters the buffers.
-        match unsafe { self.ring.submitter().register_buffers(&iovecs) } {
+        // Each iovec is the aligned window of one slot of `pool`. Slot memory is allocated
+        // for the pool's whole life (lent slots are owned by their IoBuf and return on drop),
+        // and `self.pool` keeps the pool alive until after `self.ring` is dropped, which
+        // unregisters the buffers.
+        // SAFETY: every registered iovec stays valid memory for as long as it is registered.
+        let registered = unsafe { self.ring.submitter().register_buffers(&iovecs) };
+        match registered {
             Ok(()) => {
                 self.fixed = true;
                 self.pool = Some(Arc::clone(pool));
@@ -1021,14 +1023,15 @@ impl<'r> Driver<'r> {
     #[expect(unsafe_code, reason = "pushing a submission queue entry is unsafe")]
     fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
         for _attempt in 0..2 {
-            // SAFETY: `entry` references at most one buffer: the one of the operation stored
-            // in `self.slots` under the entry's user data (or none for a sync), by an address
+            // `entry` references at most one buffer: the one of the operation stored in
+            // `self.slots` under the entry's user data (or none for a sync), by an address
             // and length inside that buffer's initialized window (`start` checks the length
             // and offsets the address by the bytes already transferred). That slot is
             // emptied only in `reap`, when the kernel has posted the operation's completion;
             // `Drop` reaps everything still in flight, and when the ring fails it leaks the
             // buffers, so the memory outlives every kernel access. The fd is borrowed from a
             // file the caller holds for the whole call.
+            // SAFETY: the entry's buffer and fd outlive the kernel's use of them (above).
             let pushed = unsafe { self.ring.ring.submission().push(entry) };
             if pushed.is_ok() {
                 return Ok(());
