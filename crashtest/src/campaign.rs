@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine_case::{
-    generate_interleaved, generate_random, run_engine_ops, shrink_engine_ops, EngineBudget,
-    EngineOp, EngineRun, EngineSetup,
+    generate_interleaved, generate_random, run_engine_ops, EngineBudget, EngineOp, EngineRun,
+    EngineSetup,
 };
 use crate::error::Result;
 use crate::hash::TraceHash;
@@ -128,6 +128,25 @@ fn prefix_trace<T: ToString>(ops: &[T], violation: &Violation) -> Vec<String> {
     ops[..end].iter().map(ToString::to_string).collect()
 }
 
+/// The trace reported for a failing case: with `shrink`, the shortest op list found for which
+/// `fails` still holds; otherwise the prefix up to the failing op.
+fn failing_trace<Op: Clone + ToString>(
+    ops: &[Op],
+    violation: &Violation,
+    shrink: bool,
+    time_limit: Duration,
+    fails: impl FnMut(&[Op]) -> bool,
+) -> Vec<String> {
+    if shrink {
+        crate::shrink::shrink(ops, fails, time_limit)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    } else {
+        prefix_trace(ops, violation)
+    }
+}
+
 /// Runs the case of `seed`. With `shrink`, a violation's trace is shrunk to the shortest
 /// operation list found that still fails; otherwise it is the prefix up to the failing op.
 pub fn run_case(seed: u64, budgets: &Budgets, shrink: bool) -> Result<CaseReport> {
@@ -145,38 +164,25 @@ pub fn run_case(seed: u64, budgets: &Budgets, shrink: bool) -> Result<CaseReport
             let run = run_engine_ops(seed, &ops, &budgets.engine_setup, &budgets.engine);
             absorb(&mut report, &run);
             if let Some(violation) = &run.violation {
-                report.shrunk_trace = if shrink {
-                    shrink_engine_ops(
-                        seed,
-                        &ops,
-                        &budgets.engine_setup,
-                        &budgets.engine,
-                        budgets.shrink_time,
-                    )
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect()
-                } else {
-                    prefix_trace(&ops, violation)
+                let fails = |candidate: &[EngineOp]| {
+                    run_engine_ops(seed, candidate, &budgets.engine_setup, &budgets.engine)
+                        .violation
+                        .is_some()
                 };
+                report.shrunk_trace =
+                    failing_trace(&ops, violation, shrink, budgets.shrink_time, fails);
             }
         }
         Plan::Migration(ops) => {
             let run = run_migration_ops(seed, &ops, &budgets.migration)?;
             absorb(&mut report, &run);
             if let Some(violation) = &run.violation {
-                report.shrunk_trace = if shrink {
-                    let fails = |candidate: &[EngineOp]| {
-                        run_migration_ops(seed, candidate, &budgets.migration)
-                            .is_ok_and(|run| run.violation.is_some())
-                    };
-                    crate::shrink::shrink(&ops, fails, budgets.shrink_time)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect()
-                } else {
-                    prefix_trace(&ops, violation)
+                let fails = |candidate: &[EngineOp]| {
+                    run_migration_ops(seed, candidate, &budgets.migration)
+                        .is_ok_and(|run| run.violation.is_some())
                 };
+                report.shrunk_trace =
+                    failing_trace(&ops, violation, shrink, budgets.shrink_time, fails);
             }
         }
         Plan::Shim(ops) => {
@@ -185,18 +191,12 @@ pub fn run_case(seed: u64, budgets: &Budgets, shrink: bool) -> Result<CaseReport
             report.trace_hash = run.trace_hash;
             report.violation = run.violation.clone();
             if let Some(violation) = &run.violation {
-                report.shrunk_trace = if shrink {
-                    let fails = |candidate: &[ShimOp]| {
-                        run_shim_ops(seed, candidate, &budgets.shim)
-                            .is_ok_and(|run| run.violation.is_some())
-                    };
-                    crate::shrink::shrink(&ops, fails, budgets.shrink_time)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect()
-                } else {
-                    prefix_trace(&ops, violation)
+                let fails = |candidate: &[ShimOp]| {
+                    run_shim_ops(seed, candidate, &budgets.shim)
+                        .is_ok_and(|run| run.violation.is_some())
                 };
+                report.shrunk_trace =
+                    failing_trace(&ops, violation, shrink, budgets.shrink_time, fails);
             }
         }
         Plan::Other if kind == CaseKind::EngineThreads => {

@@ -1011,18 +1011,8 @@ fn final_check<P: SimBacked, E: ColdEnv>(
 
 // ----- shrinking -----------------------------------------------------------------------
 
-/// A short operation list that still violates the oracle (see [`crate::shrink::shrink`]).
-pub fn shrink_engine_ops(
-    seed: u64,
-    ops: &[EngineOp],
-    setup: &EngineSetup,
-    budget: &EngineBudget,
-    time_limit: Duration,
-) -> Vec<EngineOp> {
-    shrink_engine_ops_on(seed, ops, setup, budget, time_limit, |sim| sim)
-}
-
-/// [`shrink_engine_ops`] on a wrapped simulator.
+/// A short operation list that still violates the oracle on a wrapped simulator (see
+/// [`crate::shrink::shrink`]).
 pub fn shrink_engine_ops_on<P: SimBacked>(
     seed: u64,
     ops: &[EngineOp],
