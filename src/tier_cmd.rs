@@ -79,14 +79,7 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
     )?;
     let infos = log.segment_infos();
     let mut by_state = serde_json::Map::new();
-    for state in [
-        SegmentState::Free,
-        SegmentState::Open,
-        SegmentState::Sealed,
-        SegmentState::Migrating,
-        SegmentState::Cold,
-        SegmentState::Scrubbing,
-    ] {
+    for state in SegmentState::ALL {
         let count = infos.iter().filter(|info| info.state == state).count();
         by_state.insert(state.as_str().to_owned(), count.into());
     }

@@ -156,17 +156,20 @@ impl SegmentState {
         }
     }
 
+    /// Every state, in life-cycle order.
+    pub const ALL: [SegmentState; 6] = [
+        SegmentState::Free,
+        SegmentState::Open,
+        SegmentState::Sealed,
+        SegmentState::Migrating,
+        SegmentState::Cold,
+        SegmentState::Scrubbing,
+    ];
+
     fn from_code(code: u8) -> Option<SegmentState> {
-        [
-            SegmentState::Free,
-            SegmentState::Open,
-            SegmentState::Sealed,
-            SegmentState::Migrating,
-            SegmentState::Cold,
-            SegmentState::Scrubbing,
-        ]
-        .into_iter()
-        .find(|state| state.code() == code)
+        SegmentState::ALL
+            .into_iter()
+            .find(|state| state.code() == code)
     }
 
     pub fn as_str(self) -> &'static str {
