@@ -177,6 +177,17 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// A fresh simulated pool of `pool_bytes` with the test layout, `lanes` lanes, over `cold`.
+fn tiered_log(pool_bytes: usize, cold: MemCold, lanes: usize) -> Log<SimPmem, MemCold> {
+    Log::create_with_cold(
+        SimPmem::new(pool_bytes),
+        cold,
+        common::small_config(),
+        common::options(lanes),
+    )
+    .unwrap()
+}
+
 fn payload(i: u64, len: usize) -> Vec<u8> {
     (0..len).map(|j| (i as usize * 7 + j) as u8).collect()
 }
@@ -184,13 +195,7 @@ fn payload(i: u64, len: usize) -> Vec<u8> {
 #[test]
 fn migrated_records_read_back_identically_and_survive_reopen() {
     let cold = MemCold::default();
-    let log = Log::create_with_cold(
-        SimPmem::new(512 * 1024),
-        cold.clone(),
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log = tiered_log(512 * 1024, cold.clone(), 2);
     let a = log.create_stream(b"a").unwrap();
     let b = log.create_stream(b"b").unwrap();
     for i in 0..200u64 {
@@ -229,13 +234,7 @@ fn migrated_records_read_back_identically_and_survive_reopen() {
 fn cold_files_of_another_pool_are_reported_never_indexed_or_removed() {
     // Pool A migrates; its cold files are then put beside pool B's (same generations too).
     let cold_a = MemCold::default();
-    let log_a = Log::create_with_cold(
-        SimPmem::new(512 * 1024),
-        cold_a.clone(),
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log_a = tiered_log(512 * 1024, cold_a.clone(), 2);
     let a = log_a.create_stream(b"a").unwrap();
     for i in 0..200u64 {
         log_a.append(a, &payload(i, 300)).unwrap();
@@ -245,13 +244,7 @@ fn cold_files_of_another_pool_are_reported_never_indexed_or_removed() {
     let foreign: Files = cold_a.files.lock().clone();
 
     let cold_b = MemCold::default();
-    let log_b = Log::create_with_cold(
-        SimPmem::new(512 * 1024),
-        cold_b.clone(),
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log_b = tiered_log(512 * 1024, cold_b.clone(), 2);
     let b = log_b.create_stream(b"b").unwrap();
     for i in 0..20u64 {
         log_b.append(b, &payload(i + 7, 100)).unwrap();
@@ -284,13 +277,7 @@ fn failed_cold_writes_keep_the_segment_countdown() {
             let cold = MemCold::default();
             *cold.fail_countdown.lock() = Some(k);
             *cold.persistent_failure.lock() = persistent;
-            let log = Log::create_with_cold(
-                SimPmem::new(512 * 1024),
-                cold.clone(),
-                common::small_config(),
-                common::options(1),
-            )
-            .unwrap();
+            let log = tiered_log(512 * 1024, cold.clone(), 1);
             let s = log.create_stream(b"s").unwrap();
             for i in 0..150u64 {
                 log.append(s, &payload(i, 500)).unwrap();
@@ -326,13 +313,7 @@ fn failed_cold_writes_keep_the_segment_countdown() {
 #[test]
 fn crash_at_every_fence_of_migration_recovers_to_the_oracle() {
     let cold = MemCold::default();
-    let log = Log::create_with_cold(
-        SimPmem::new(512 * 1024),
-        cold.clone(),
-        common::small_config(),
-        common::options(1),
-    )
-    .unwrap();
+    let log = tiered_log(512 * 1024, cold.clone(), 1);
     let model = Arc::new(Mutex::new(Model::default()));
     let images = Arc::new(Mutex::new(0u64));
     let fences_with_cold_files = Arc::new(Mutex::new(0u64));
@@ -505,13 +486,7 @@ fn hot_live_bytes(log: &Log<SimPmem, MemCold>, streams: &[StreamId]) -> u64 {
 #[test]
 fn live_byte_accounting_stays_exact_through_trims_migrations_and_reclaim() {
     let cold = MemCold::default();
-    let log = Log::create_with_cold(
-        SimPmem::new(1 << 20),
-        cold,
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log = tiered_log(1 << 20, cold, 2);
     let a = log.create_stream(b"a").unwrap();
     let b = log.create_stream(b"b").unwrap();
     let mut next = 0u64;
@@ -547,13 +522,7 @@ fn live_byte_accounting_stays_exact_through_trims_migrations_and_reclaim() {
 #[test]
 fn live_byte_accounting_stays_exact_with_concurrent_migrations() {
     let cold = MemCold::default();
-    let log = Log::create_with_cold(
-        SimPmem::new(4 << 20),
-        cold,
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log = tiered_log(4 << 20, cold, 2);
     let a = log.create_stream(b"a").unwrap();
     let b = log.create_stream(b"b").unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -599,13 +568,7 @@ fn live_byte_accounting_stays_exact_with_concurrent_migrations() {
 #[test]
 fn a_slow_trim_racing_migrations_keeps_live_counts_exact() {
     let cold = MemCold::default();
-    let log = Log::create_with_cold(
-        SimPmem::new(2 << 20),
-        cold.clone(),
-        common::small_config(),
-        common::options(2),
-    )
-    .unwrap();
+    let log = tiered_log(2 << 20, cold.clone(), 2);
     let b = log.create_stream(b"b").unwrap();
     let a = log.create_stream(b"a").unwrap();
     let batch: Vec<Vec<u8>> = (0..16).map(|i| payload(i, 200)).collect();
