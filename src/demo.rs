@@ -384,8 +384,8 @@ fn age_out(agent: &Store, background: &MigratorStats, out: &Output) -> Result<Ph
     ensure(pass.failed == 0, || {
         format!("{} migrations failed in the age-out pass", pass.failed)
     })?;
-    agent.reclaim();
-    let after: TierStats = agent.engine().tier_stats();
+    // `run_once` has freed the migrated segments' persistent-memory copies already.
+    let after = agent.engine().tier_stats();
     let phase = Phase {
         name: "tiering",
         operations: after.migrations,
