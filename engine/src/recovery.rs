@@ -583,8 +583,13 @@ mod tests {
         .unwrap();
         let s = log.create_stream(b"s").unwrap();
         let t = log.create_stream(b"t").unwrap();
-        log.append(s, b"s0").unwrap();
-        log.append_batch(&[(s, b"s1"), (s, b"s2")]).unwrap();
+        {
+            // The lane a thread starts on is a thread-local hint; holding lane 1 makes these
+            // appends take lane 0 whichever hint the test thread drew.
+            let _busy = log.lanes[1].lock();
+            log.append(s, b"s0").unwrap();
+            log.append_batch(&[(s, b"s1"), (s, b"s2")]).unwrap();
+        }
         let lane0_segment = log.lanes[0].lock().current.map(|c| c.segment).unwrap();
         {
             let _busy = log.lanes[0].lock(); // the next batch takes lane 1
