@@ -197,6 +197,25 @@ impl Drop for DaxMap {
     }
 }
 
+impl Drop for MmapPool {
+    fn drop(&mut self) {
+        // Unmap first, then release the lock explicitly rather than leaving it to the close
+        // of the descriptor: a child process spawned meanwhile by another thread shares the
+        // open file description (and so the lock) until it execs, which would make a reopen
+        // right after the drop fail with `AlreadyOpen`.
+        drop(self.mapping.take());
+        // SAFETY: `flock` on a descriptor this pool owns; no memory is involved.
+        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+        if rc != 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %io::Error::last_os_error(),
+                "flock(LOCK_UN) of a dropped pool failed"
+            );
+        }
+    }
+}
+
 impl MmapPool {
     /// Creates a new pool file with a data region of `data_len_bytes` and opens it.
     ///
