@@ -42,7 +42,7 @@ use crate::format::superblock::Superblock;
 use crate::layout::Layout;
 use crate::recovery::RecoveryReport;
 use crate::scan;
-use crate::stream::{Index, IndexEntry, Loc, Stream};
+use crate::stream::{BatchStreams, Index, IndexEntry, Loc, Stream};
 use crate::StreamId;
 
 /// Payloads at least this long are copied with non-temporal stores (no flush needed).
@@ -601,7 +601,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 payload_crc,
                 batch_more: false,
             };
-            let offset = self.write_record(&open, &header, payload, true);
+            let offset = self.write_record(&open, &header, payload);
             self.pmem.fence();
             self.advance_lane(&mut lane, offset, size_bytes);
             lane.appends += 1;
@@ -639,15 +639,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 capacity_bytes,
             });
         }
-        let mut streams = Vec::with_capacity(records.len());
-        for &(id, _) in records {
-            streams.push(self.stream(id)?);
-        }
+        let batch = BatchStreams::resolve(records.iter().map(|&(id, _)| id), |id| self.stream(id))?;
         let crcs: Vec<u32> = records
             .iter()
             .map(|(_, payload)| record::payload_crc(payload))
             .collect();
-        let stream_refs: Vec<&Stream> = streams.iter().map(Arc::as_ref).collect();
         let seqs = {
             let mut lane = self.acquire_lane();
             let open = self.room_for(&mut lane, batch_bytes)?;
@@ -665,11 +661,12 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 tail_bytes <= self.layout.segment_size_bytes,
                 "room_for made room for the whole batch"
             );
-            let seqs = Stream::reserve_batch(&stream_refs, &entries)?;
+            let seqs = Stream::reserve_batch(&batch, &entries)?;
             lane.unsettled_records += records.len() as i64;
             lane.unsettled_bytes += batch_bytes as i64;
-            let start = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
             let last = records.len() - 1;
+            // From here to the fence no locked instruction: each would wait for the
+            // write-backs already started, persisting the records one after the other.
             for (i, ((&(id, payload), &seq), &payload_crc)) in
                 records.iter().zip(&seqs).zip(&crcs).enumerate()
             {
@@ -683,7 +680,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     payload_crc,
                     batch_more: i != last,
                 };
-                let offset = self.write_record(&current, &header, payload, false);
+                let offset = self.write_record(&current, &header, payload);
                 debug_assert_eq!(
                     offset,
                     self.layout.segment_offset(open.segment)
@@ -693,12 +690,12 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             }
             // IMPORTANT: one fence for the whole batch, and the batch fits the torn extent:
             // a crash leaves every record of it, or an incomplete batch recovery drops.
-            self.flush_and_fence(Some((start, batch_bytes)));
+            self.pmem.fence();
             lane.fences += 1;
             lane.appends += 1;
             seqs
         };
-        Stream::publish_batch(&stream_refs, &seqs);
+        Stream::publish_batch(&batch, &seqs);
         Ok(seqs)
     }
 
@@ -738,38 +735,19 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         ranges
     }
 
-    /// Starts the write-back of a batch's unfenced records, then fences.
-    fn flush_and_fence(&self, unfenced: Option<(usize, u64)>) {
-        if let Some((start, bytes)) = unfenced {
-            self.pmem.flush(start, bytes as usize);
-        }
-        self.pmem.fence();
-    }
-
-    /// Writes header and payload at the lane's tail; with `flush`, also starts their
-    /// write-back (batches flush their whole range once instead: a write-back in flight
-    /// makes the next record's lock acquisition wait for it). The caller fences. Returns the
-    /// pool offset of the record.
-    fn write_record(
-        &self,
-        open: &OpenSegment,
-        header: &RecordHeader,
-        payload: &[u8],
-        flush: bool,
-    ) -> usize {
+    /// Writes header and payload at the lane's tail and starts their write-back (a payload
+    /// copied with non-temporal stores needs none; its header line does). The caller
+    /// fences. Returns the pool offset of the record.
+    fn write_record(&self, open: &OpenSegment, header: &RecordHeader, payload: &[u8]) -> usize {
         let offset = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
         let header_bytes = record::encode(header, open.key);
         self.pmem.write(offset, &header_bytes);
         if payload.len() >= NT_COPY_MIN_BYTES {
             self.pmem.write_nt(offset + RECORD_HEADER_BYTES, payload);
-            if flush {
-                self.pmem.flush(offset, RECORD_HEADER_BYTES);
-            }
+            self.pmem.flush(offset, RECORD_HEADER_BYTES);
         } else {
             self.pmem.write(offset + RECORD_HEADER_BYTES, payload);
-            if flush {
-                self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
-            }
+            self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
         }
         offset
     }

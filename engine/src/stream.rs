@@ -1,7 +1,8 @@
 //! In-memory state of one stream: sequence numbers, durability watermark and record index.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
@@ -67,6 +68,89 @@ impl Index {
     pub fn get(&self, seq: u64) -> Option<IndexEntry> {
         let position = seq.checked_sub(self.first_seq)?;
         self.entries.get(usize::try_from(position).ok()?).copied()
+    }
+}
+
+/// The streams of one batch, each once and in slot order (the order their locks are taken
+/// in), and for each record of the batch the position of its stream among them. Built once
+/// per batch, so a batch of many records to few streams looks each stream up once.
+pub(crate) struct BatchStreams {
+    streams: Vec<Arc<Stream>>,
+    of_record: Vec<usize>,
+}
+
+/// Up to this many distinct streams, a batch finds a record's stream by a linear search;
+/// past it, through a hash map.
+const BATCH_LINEAR_SEARCH_STREAMS: usize = 8;
+
+impl BatchStreams {
+    /// Resolves the stream of every record with `lookup`, once per distinct id.
+    pub fn resolve(
+        ids: impl ExactSizeIterator<Item = StreamId>,
+        mut lookup: impl FnMut(StreamId) -> Result<Arc<Stream>>,
+    ) -> Result<BatchStreams> {
+        let mut streams: Vec<Arc<Stream>> = Vec::new();
+        let mut of_record = Vec::with_capacity(ids.len());
+        let mut by_id: HashMap<StreamId, usize> = HashMap::new();
+        let mut last: Option<(StreamId, usize)> = None;
+        for id in ids {
+            let at = match last {
+                Some((last_id, at)) if last_id == id => at,
+                _ => {
+                    let found = if streams.len() <= BATCH_LINEAR_SEARCH_STREAMS {
+                        streams.iter().position(|s| s.id == id)
+                    } else {
+                        if by_id.is_empty() {
+                            by_id.extend(streams.iter().enumerate().map(|(at, s)| (s.id, at)));
+                        }
+                        by_id.get(&id).copied()
+                    };
+                    let at = match found {
+                        Some(at) => at,
+                        None => {
+                            streams.push(lookup(id)?);
+                            if !by_id.is_empty() {
+                                by_id.insert(id, streams.len() - 1);
+                            }
+                            streams.len() - 1
+                        }
+                    };
+                    last = Some((id, at));
+                    at
+                }
+            };
+            of_record.push(at);
+        }
+        // Lock order: by slot (then address: a batch may race with the delete and
+        // re-creation of a stream in the same slot).
+        let mut order: Vec<usize> = (0..streams.len()).collect();
+        order.sort_unstable_by_key(|&at| (streams[at].slot, Arc::as_ptr(&streams[at]) as usize));
+        if order.iter().enumerate().any(|(rank, &at)| rank != at) {
+            let mut rank_of = vec![0usize; streams.len()];
+            for (rank, &at) in order.iter().enumerate() {
+                rank_of[at] = rank;
+            }
+            for at in &mut of_record {
+                *at = rank_of[*at];
+            }
+            let mut unsorted: Vec<Option<Arc<Stream>>> = streams.into_iter().map(Some).collect();
+            streams = order
+                .iter()
+                .map(|&at| {
+                    unsorted[at]
+                        .take()
+                        .unwrap_or_else(|| unreachable!("`order` is a permutation"))
+                })
+                .collect();
+        }
+        debug_assert!(streams.windows(2).all(|w| w[0].slot <= w[1].slot));
+        Ok(BatchStreams { streams, of_record })
+    }
+
+    /// The stream of record `i`.
+    #[cfg(test)]
+    pub fn of(&self, i: usize) -> &Stream {
+        &self.streams[self.of_record[i]]
     }
 }
 
@@ -170,40 +254,31 @@ impl Stream {
         }
     }
 
-    /// Reserves the seqs of a batch, all or none: record `i` goes to `streams[i]` at
-    /// `entries[i]`. Every distinct stream of the batch stays locked (in slot order, so two
-    /// batches cannot deadlock) for the whole reservation: two writers sharing streams then
-    /// reserve in the same order in every stream they share, which is what keeps
-    /// [`Stream::publish_batch`] free of wait cycles. The caller holds the lane.
-    pub fn reserve_batch(streams: &[&Stream], entries: &[IndexEntry]) -> Result<Vec<u64>> {
-        assert_eq!(streams.len(), entries.len(), "one entry per record");
-        let mut distinct: Vec<&Stream> = streams.to_vec();
-        distinct.sort_unstable_by_key(|s| (s.slot, std::ptr::from_ref(*s) as usize));
-        distinct.dedup_by(|a, b| std::ptr::eq(*a, *b));
-        let mut guards: Vec<_> = distinct.iter().map(|s| s.state.lock()).collect();
-        let position = |stream: &Stream| {
-            distinct
-                .iter()
-                .position(|d| std::ptr::eq(*d, stream))
-                .unwrap_or_else(|| unreachable!("every stream of the batch is in `distinct`"))
-        };
+    /// Reserves the seqs of a batch, all or none: record `i` goes to
+    /// `batch.streams[batch.of_record[i]]` at `entries[i]`. Every stream of the batch stays
+    /// locked (in slot order, so two batches cannot deadlock) for the whole reservation: two
+    /// writers sharing streams then reserve in the same order in every stream they share,
+    /// which is what keeps [`Stream::publish_batch`] free of wait cycles. The caller holds
+    /// the lane.
+    pub fn reserve_batch(batch: &BatchStreams, entries: &[IndexEntry]) -> Result<Vec<u64>> {
+        assert_eq!(batch.of_record.len(), entries.len(), "one entry per record");
+        let mut guards: Vec<_> = batch.streams.iter().map(|s| s.state.lock()).collect();
+        let mut counts = vec![0u64; batch.streams.len()];
+        for &at in &batch.of_record {
+            counts[at] += 1;
+        }
         // Check everything first: nothing is reserved unless every record can be.
-        for (at, stream) in distinct.iter().enumerate() {
-            let state = &guards[at];
+        for ((stream, state), &count) in batch.streams.iter().zip(&guards).zip(&counts) {
             if state.deleted {
                 return Err(EngineError::UnknownStream(stream.id));
             }
-            let count = streams
-                .iter()
-                .filter(|s| std::ptr::eq(**s, *stream))
-                .count() as u64;
             if state.next_seq + count >= SEQ_LIMIT {
                 return Err(EngineError::SeqExhausted(stream.id));
             }
         }
-        let mut seqs = Vec::with_capacity(streams.len());
-        for (stream, entry) in streams.iter().zip(entries) {
-            let state = &mut guards[position(stream)];
+        let mut seqs = Vec::with_capacity(entries.len());
+        for (&at, entry) in batch.of_record.iter().zip(entries) {
+            let state = &mut guards[at];
             let seq = state.next_seq;
             state.next_seq += 1;
             debug_assert_eq!(
@@ -225,28 +300,29 @@ impl Stream {
     /// No wait cycle: a batch waits only for writers that finished reserving in a shared
     /// stream before it started reserving (reservations hold all of a batch's streams), so
     /// every wait points strictly back in time.
-    pub fn publish_batch(streams: &[&Stream], seqs: &[u64]) {
-        assert_eq!(streams.len(), seqs.len(), "one seq per record");
-        // Per distinct stream: (stream, lowest seq, highest seq); a stream's seqs in a batch
+    pub fn publish_batch(batch: &BatchStreams, seqs: &[u64]) {
+        assert_eq!(batch.of_record.len(), seqs.len(), "one seq per record");
+        // Per stream: the lowest and highest seq of the batch; a stream's seqs in a batch
         // are consecutive, in record order.
-        let mut ranges: Vec<(&Stream, u64, u64)> = Vec::new();
-        for (stream, &seq) in streams.iter().zip(seqs) {
-            match ranges
-                .iter_mut()
-                .find(|(s, _, _)| std::ptr::eq(*s, *stream))
-            {
+        let mut ranges: Vec<Option<(u64, u64)>> = vec![None; batch.streams.len()];
+        for (&at, &seq) in batch.of_record.iter().zip(seqs) {
+            match &mut ranges[at] {
                 Some(range) => {
-                    debug_assert_eq!(range.2 + 1, seq, "a batch's seqs of a stream are dense");
-                    range.2 = seq;
+                    debug_assert_eq!(range.1 + 1, seq, "a batch's seqs of a stream are dense");
+                    range.1 = seq;
                 }
-                None => ranges.push((stream, seq, seq)),
+                none => *none = Some((seq, seq)),
             }
         }
-        for (stream, first, _) in &ranges {
-            stream.wait_durable_below(*first);
+        for (stream, range) in batch.streams.iter().zip(&ranges) {
+            if let Some((first, _)) = range {
+                stream.wait_durable_below(*first);
+            }
         }
-        for (stream, _, last) in &ranges {
-            stream.durable_next.store(last + 1, Ordering::Release);
+        for (stream, range) in batch.streams.iter().zip(&ranges) {
+            if let Some((_, last)) = range {
+                stream.durable_next.store(last + 1, Ordering::Release);
+            }
         }
     }
 
@@ -322,19 +398,30 @@ mod tests {
         }
     }
 
+    fn batch(streams: &[&Arc<Stream>]) -> BatchStreams {
+        BatchStreams::resolve(streams.iter().map(|s| s.id), |id| {
+            streams
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| Arc::clone(s))
+                .ok_or(EngineError::UnknownStream(id))
+        })
+        .unwrap()
+    }
+
     /// A batch {T:0, S:1} must not publish T:0 while S:0 (another writer's) is not durable:
     /// else an append of T:1 could be acknowledged, and a crash that loses S:0 would void
     /// the batch (past a gap in S) and with it T:0, which T:1's ack promised.
     #[test]
     fn a_batch_publishes_nothing_until_all_of_it_can_be() {
         let (s, t) = (stream(0), stream(1));
-        let first = Stream::reserve_batch(&[&s], &[entry(64)]).unwrap();
+        let first = Stream::reserve_batch(&batch(&[&s]), &[entry(64)]).unwrap();
         assert_eq!(first, vec![0]);
-        let seqs = Stream::reserve_batch(&[&t, &s], &[entry(128), entry(192)]).unwrap();
+        let seqs = Stream::reserve_batch(&batch(&[&t, &s]), &[entry(128), entry(192)]).unwrap();
         assert_eq!(seqs, vec![0, 1]);
         let publisher = {
             let (s, t) = (Arc::clone(&s), Arc::clone(&t));
-            std::thread::spawn(move || Stream::publish_batch(&[&t, &s], &seqs))
+            std::thread::spawn(move || Stream::publish_batch(&batch(&[&t, &s]), &seqs))
         };
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(t.durable_next(), 0, "T:0 published before S:0 was durable");
@@ -348,7 +435,7 @@ mod tests {
     fn a_batch_reserves_all_or_nothing() {
         let (s, t) = (stream(0), stream(1));
         let _ = t.mark_deleted();
-        let refused = Stream::reserve_batch(&[&s, &t], &[entry(64), entry(128)]);
+        let refused = Stream::reserve_batch(&batch(&[&s, &t]), &[entry(64), entry(128)]);
         assert!(matches!(refused, Err(EngineError::UnknownStream(_))));
         assert_eq!(
             s.lookup(0),
@@ -356,8 +443,40 @@ mod tests {
             "S reserved a seq for a refused batch"
         );
         assert_eq!(
-            Stream::reserve_batch(&[&s, &s], &[entry(64), entry(128)]).unwrap(),
+            Stream::reserve_batch(&batch(&[&s, &s]), &[entry(64), entry(128)]).unwrap(),
             vec![0, 1]
         );
+    }
+
+    /// Records interleaved over more streams than the linear search covers, given out of
+    /// slot order: each stream is looked up once, locked in slot order, and every record
+    /// still maps to its own stream.
+    #[test]
+    fn batch_streams_resolve_each_stream_once_in_slot_order() {
+        let all: Vec<Arc<Stream>> = (0..20u32).rev().map(stream).collect();
+        let records: Vec<&Arc<Stream>> = (0..60).map(|i| &all[(i * 7) % all.len()]).collect();
+        let mut lookups = Vec::new();
+        let resolved = BatchStreams::resolve(records.iter().map(|s| s.id), |id| {
+            lookups.push(id);
+            Ok(Arc::clone(all.iter().find(|s| s.id == id).unwrap()))
+        })
+        .unwrap();
+        lookups.sort_unstable();
+        let before = lookups.len();
+        lookups.dedup();
+        assert_eq!(lookups.len(), before, "a stream was looked up twice");
+        assert_eq!(lookups.len(), all.len());
+        assert!(resolved.streams.windows(2).all(|w| w[0].slot < w[1].slot));
+        for (i, record) in records.iter().enumerate() {
+            assert_eq!(resolved.of(i).id, record.id, "record {i}");
+        }
+        let missing = StreamId(99 | (1 << 32));
+        let refused = BatchStreams::resolve([all[0].id, missing].into_iter(), |id| {
+            all.iter()
+                .find(|s| s.id == id)
+                .map(Arc::clone)
+                .ok_or(EngineError::UnknownStream(id))
+        });
+        assert!(matches!(refused, Err(EngineError::UnknownStream(id)) if id == missing));
     }
 }

@@ -111,12 +111,20 @@ pub const fn record_size_bytes(payload_len: usize) -> usize {
     (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
+/// crc32 of the key's bytes followed by `covered`, continued from the key's prefix crc.
 fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
-    crc32(&[
-        &key.pool_nonce.to_le_bytes(),
-        &key.segment_gen.to_le_bytes(),
-        covered,
-    ])
+    let mut hasher = crc32fast::Hasher::new_with_initial(key.prefix_crc);
+    hasher.update(covered);
+    let crc = hasher.finalize();
+    debug_assert_eq!(
+        crc,
+        crc32(&[
+            &key.pool_nonce.to_le_bytes(),
+            &key.segment_gen.to_le_bytes(),
+            covered,
+        ])
+    );
+    crc
 }
 
 /// Encodes a live header for `payload` (whose crc the caller computed once).
@@ -214,6 +222,22 @@ mod tests {
             payload_crc: payload_crc(b"hello"),
             batch_more: false,
         }
+    }
+
+    /// The layout's definition: crc32(pool_nonce, segment_gen, bytes 4..32), whatever the
+    /// encoder's shortcut (it continues from the key's crc).
+    #[test]
+    fn header_crc_is_the_crc_of_key_and_covered_bytes() {
+        let bytes = encode(&sample(), key());
+        let expected = crc32fast::hash(
+            &[
+                &0x1234_5678_9abc_def0u64.to_le_bytes()[..],
+                &7u64.to_le_bytes()[..],
+                &bytes[CRC_COVERED_OFFSET..],
+            ]
+            .concat(),
+        );
+        assert_eq!(le_u32(&bytes, HEADER_CRC_OFFSET), expected);
     }
 
     #[test]
