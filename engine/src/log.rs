@@ -345,11 +345,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         pmem.fence();
         for segment in 0..layout.segment_count as u32 {
             let base = layout.segment_offset(segment);
-            if pmem
-                .read(base, layout.segment_size_bytes as usize)
-                .iter()
-                .any(|&b| b != 0)
-            {
+            if !crate::format::is_zero(pmem.read(base, layout.segment_size_bytes as usize)) {
                 pmem.zero_nt(base, layout.segment_size_bytes as usize);
             }
         }

@@ -37,6 +37,7 @@
 //! is recovered by running recovery again.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -150,7 +151,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
         // Streams.
         let mut slot_infos = Vec::with_capacity(layout.stream_slot_count as usize);
-        let mut live_slots: HashMap<u64, (u32, stream_slot::StreamSlot)> = HashMap::new();
+        let mut live_slots: IdMap<(u32, stream_slot::StreamSlot)> = IdMap::default();
         for slot in 0..layout.stream_slot_count as u32 {
             let decoded = read_slot(&log.pmem, &layout, slot)?;
             slot_infos.push(SlotInfo {
@@ -180,7 +181,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let damaged: HashSet<u64> = inventory.damaged.into_iter().collect();
 
         // Segments, by the decision table; records go straight to their stream.
-        let mut per_stream: HashMap<u64, Vec<Found>> = HashMap::new();
+        let mut per_stream: IdMap<Vec<Found>> = IdMap::default();
         // Per batch of a hot segment (by batch number): whether it must be voided whole.
         let mut doomed: Vec<bool> = Vec::new();
         let mut scanned: Vec<ScannedRecord> = Vec::new();
@@ -235,7 +236,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     let tail = scan::scan_open(&log.pmem, &layout, segment, &entry, &mut scanned)?;
                     let base = layout.segment_offset(segment) + tail.tail_bytes as usize;
                     let torn_len = (tail.torn_end_bytes - tail.tail_bytes) as usize;
-                    if log.pmem.read(base, torn_len).iter().any(|&b| b != 0) {
+                    if !crate::format::is_zero(log.pmem.read(base, torn_len)) {
                         log.pmem.zero_nt(base, torn_len);
                         log.pmem.fence();
                         report.torn_tails_dropped += 1;
@@ -498,8 +499,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     fn index_cold_file(
         &self,
         file: ColdSegment,
-        live_slots: &HashMap<u64, (u32, stream_slot::StreamSlot)>,
-        per_stream: &mut HashMap<u64, Vec<Found>>,
+        live_slots: &IdMap<(u32, stream_slot::StreamSlot)>,
+        per_stream: &mut IdMap<Vec<Found>>,
         report: &mut RecoveryReport,
     ) -> Result<()> {
         let cold_loc = {
@@ -554,6 +555,32 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             space.free.swap_remove(position);
         }
         free.push(segment);
+    }
+}
+
+/// Maps keyed by stream id, looked up once or twice per recovered record: a multiplicative
+/// hash instead of SipHash (the keys are ids of live slots, at most the slot count of them,
+/// not attacker-chosen in numbers that could degrade the table).
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table takes bucket bits from the low end and tag bits from the top: fold the
+        // well-mixed high half of the product into the low one.
+        self.0 ^ (self.0 >> 29)
     }
 }
 

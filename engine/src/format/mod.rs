@@ -16,6 +16,17 @@ pub mod segment;
 pub mod stream_slot;
 pub mod superblock;
 
+/// Whether every byte is zero. Checks blocks without an early exit inside them, so the
+/// compiler vectorizes it: `iter().any(..)` goes byte by byte, about 1.5 s per GiB here.
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
+    const BLOCK_BYTES: usize = 256;
+    let mut blocks = bytes.chunks_exact(BLOCK_BYTES);
+    let blocks_zero = blocks
+        .by_ref()
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    blocks_zero && blocks.remainder().iter().all(|&b| b == 0)
+}
+
 pub(crate) fn le_u16(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
 }
@@ -50,4 +61,22 @@ pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
         hasher.update(part);
     }
     hasher.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn is_zero_finds_a_set_byte_anywhere() {
+        for len in [0usize, 1, 255, 256, 257, 4096 + 17] {
+            let mut bytes = vec![0u8; len];
+            assert!(super::is_zero(&bytes), "len {len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    bytes[at] = 0x10;
+                    assert!(!super::is_zero(&bytes), "len {len} set at {at}");
+                    bytes[at] = 0;
+                }
+            }
+        }
+    }
 }
