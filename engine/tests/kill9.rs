@@ -3,13 +3,14 @@
 //! random instant, reopens the pool and checks that every acknowledged record is there,
 //! byte for byte, and that every stream is dense. Several rounds on the same pool.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
 use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
+
+#[path = "../../tests/support/kill9.rs"]
+mod kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 32 << 20;
@@ -86,7 +87,6 @@ fn kill9_child_entry() {
 fn kill9_rounds_lose_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool_path = dir.path().join("kill9.pool");
-    let exe = std::env::current_exe().expect("test binary");
     let rounds: u64 = std::env::var("PSTREAM_KILL9_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -94,42 +94,21 @@ fn kill9_rounds_lose_no_acknowledged_record() {
     let mut rng = SplitMix64::new(0x9_1111);
     let mut total_acks = 0usize;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill9_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &pool_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
         let run_for = Duration::from_millis(50 + rng.below(250));
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parts: Vec<&str> = line.split_whitespace().collect();
-                if let ["ack", label, seq, guess] = parts.as_slice() {
-                    acks.push((
-                        label.parse::<u8>().unwrap(),
-                        seq.parse::<u64>().unwrap(),
-                        guess.parse::<u64>().unwrap(),
-                    ));
-                }
-            }
-            acks
-        });
-        let started = Instant::now();
-        while started.elapsed() < run_for {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        let acks = reader.join().expect("reader");
+        let acks = kill9_support::run_child_until_killed(
+            "kill9_child_entry",
+            CHILD_ENV,
+            &pool_path,
+            run_for,
+            |words| match words {
+                ["ack", label, seq, guess] => Some((
+                    label.parse::<u8>().ok()?,
+                    seq.parse::<u64>().ok()?,
+                    guess.parse::<u64>().ok()?,
+                )),
+                _ => None,
+            },
+        );
         total_acks += acks.len();
 
         let pool = MmapPool::open(&pool_path, PoolOptions::default()).expect("reopen after kill");

@@ -5,9 +5,7 @@
 //! every acknowledged record, byte for byte, from whichever tier holds it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +14,9 @@ use pstream_engine::{LogConfig, OpenOptions, StreamId};
 use pstream_tiering::{
     create_tiered, default_cold_dir, open_tiered, Migrator, MigratorPolicy, TierConfig, TieredLog,
 };
+
+#[path = "../../tests/support/kill9.rs"]
+mod kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_TIER_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 16 << 20;
@@ -94,7 +95,6 @@ fn kill9_tier_child_entry() {
 fn kill9_during_migration_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool_path = dir.path().join("tier.pool");
-    let exe = std::env::current_exe().expect("test binary");
     let rounds: u64 = std::env::var("PSTREAM_TIER_KILL9_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -104,48 +104,17 @@ fn kill9_during_migration_loses_no_acknowledged_record() {
     let mut cold_total = 0u64;
     for round in 0..rounds {
         let spawned = Instant::now();
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill9_tier_child_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &pool_path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut acks: Vec<(u8, u64)> = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parts: Vec<&str> = line.split_whitespace().collect();
-                match parts.as_slice() {
-                    // libtest may print "test <name> ... " on the same line first.
-                    [.., "ready"] => {
-                        let _ = ready_tx.send(());
-                    }
-                    ["ack", label, seq] => {
-                        acks.push((label.parse().unwrap(), seq.parse().unwrap()))
-                    }
-                    _ => {}
-                }
-            }
-            acks
-        });
-        // Kill after the child is appending (recovery time does not count).
-        let _ = ready_rx.recv_timeout(Duration::from_secs(30));
         let run_for = Duration::from_millis(300 + rng.below(500));
-        let started = Instant::now();
-        while started.elapsed() < run_for {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        let acks = reader.join().expect("reader");
+        let acks: Vec<(u8, u64)> = kill9_support::run_child_until_killed(
+            "kill9_tier_child_entry",
+            CHILD_ENV,
+            &pool_path,
+            run_for,
+            |words| match words {
+                ["ack", label, seq] => Some((label.parse().ok()?, seq.parse().ok()?)),
+                _ => None,
+            },
+        );
         total_acks += acks.len();
 
         let checked = Instant::now();
