@@ -1064,7 +1064,13 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         // Pin before looking the record up, so its segment cannot be scrubbed in between.
         let guard = epoch::pin();
         let stream = self.stream(id)?;
-        let (entry, first_seq) = stream.lookup(seq);
+        self.read_pinned(guard, &stream, seq)
+    }
+
+    /// Reads `seq` of `stream`; `guard` was pinned before the lookup.
+    fn read_pinned(&self, guard: Guard, stream: &Stream, seq: u64) -> Result<Record<'_>> {
+        let id = stream.id;
+        let (entry, first_seq) = stream.lookup_live(seq)?;
         let next_seq = stream.durable_next();
         let entry = match entry {
             Some(entry) if seq < next_seq => entry,
@@ -1172,11 +1178,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 
     /// Iterates a stream from `from_seq` up to its durable tail at the time of each step.
     pub fn iter(&self, id: StreamId, from_seq: u64) -> Result<StreamIter<'_, P, C>> {
-        let stream = self.stream(id)?;
         Ok(StreamIter {
             log: self,
-            id: stream.id,
+            stream: self.stream(id)?,
             next_seq: from_seq,
+            finished: false,
         })
     }
 
@@ -1457,26 +1463,49 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
 /// Iterator over a stream's records (see [`Log::iter`]).
 pub struct StreamIter<'a, P: Pmem, C: ColdTier> {
     log: &'a Log<P, C>,
-    id: StreamId,
+    /// Looked up once: a step costs one index lookup, not a stream table lookup too.
+    stream: Arc<Stream>,
     next_seq: u64,
+    /// Set once the stream was found deleted.
+    finished: bool,
 }
 
 impl<'a, P: Pmem, C: ColdTier> Iterator for StreamIter<'a, P, C> {
     type Item = Result<Record<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (first_seq, next_seq) = match self.log.bounds(self.id) {
-            Ok(bounds) => bounds,
-            Err(error) => return Some(Err(error)),
-        };
-        if self.next_seq < first_seq {
-            self.next_seq = first_seq;
-        }
-        if self.next_seq >= next_seq {
+        if self.finished {
             return None;
         }
-        let record = self.log.read(self.id, self.next_seq);
-        self.next_seq += 1;
-        Some(record)
+        loop {
+            let guard = epoch::pin();
+            match self.log.read_pinned(guard, &self.stream, self.next_seq) {
+                Ok(record) => {
+                    self.next_seq += 1;
+                    return Some(Ok(record));
+                }
+                // Trimmed past the iterator meanwhile: go on from the new first seq.
+                Err(EngineError::SeqOutOfRange {
+                    first_seq,
+                    next_seq,
+                    ..
+                }) if self.next_seq < first_seq && first_seq < next_seq => {
+                    self.next_seq = first_seq;
+                }
+                // At the durable tail (or a stream trimmed to empty): the end.
+                Err(EngineError::SeqOutOfRange { .. }) => return None,
+                // Deleted: said once, then the end.
+                Err(error @ EngineError::UnknownStream(_)) => {
+                    self.finished = true;
+                    return Some(Err(error));
+                }
+                // A record that cannot be read (corruption, cold I/O) is reported in its
+                // place and the iteration goes on after it.
+                Err(error) => {
+                    self.next_seq += 1;
+                    return Some(Err(error));
+                }
+            }
+        }
     }
 }

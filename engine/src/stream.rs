@@ -204,6 +204,15 @@ impl Stream {
         (state.index.get(seq), state.index.first_seq)
     }
 
+    /// As [`Stream::lookup`], for readers: a deleted stream is an error, not an empty one.
+    pub fn lookup_live(&self, seq: u64) -> Result<(Option<IndexEntry>, u64)> {
+        let state = self.state.lock();
+        if state.deleted {
+            return Err(EngineError::UnknownStream(self.id));
+        }
+        Ok((state.index.get(seq), state.index.first_seq))
+    }
+
     /// Takes the next seq for a record at `entry` and indexes it. The caller holds the lane,
     /// so records of one stream within a lane are written in seq order. Every reserved seq
     /// must be published with [`Stream::publish`] once its record is durable.

@@ -46,6 +46,34 @@ fn append_read_iterate_round_trip() {
     );
 }
 
+/// An iterator follows the stream as it changes under it: it sees appends made after it
+/// was created, skips ahead past a trim, and reports a deletion once and then ends.
+#[test]
+fn iterator_follows_appends_trims_and_deletion() {
+    let log = sim_log(512 * 1024);
+    let a = log.create_stream(b"a").unwrap();
+    for i in 0..10u32 {
+        log.append(a, &i.to_le_bytes()).unwrap();
+    }
+    let seq_of = |r: Result<pstream_engine::Record<'_>, EngineError>| r.unwrap().seq();
+    let mut iter = log.iter(a, 0).unwrap();
+    assert_eq!(iter.next().map(seq_of), Some(0));
+    log.trim(a, 5).unwrap();
+    assert_eq!(
+        iter.next().map(seq_of),
+        Some(5),
+        "did not skip past the trim"
+    );
+    let rest: Vec<u64> = iter.by_ref().map(seq_of).collect();
+    assert_eq!(rest, vec![6, 7, 8, 9]);
+    log.append(a, b"late").unwrap();
+    assert_eq!(iter.next().map(seq_of), Some(10), "missed a later append");
+    assert!(iter.next().is_none());
+    log.delete_stream(a).unwrap();
+    assert!(matches!(iter.next(), Some(Err(EngineError::UnknownStream(id))) if id == a));
+    assert!(iter.next().is_none(), "a deleted stream is reported once");
+}
+
 #[test]
 fn batch_is_one_fence_and_keeps_order() {
     let log = sim_log(512 * 1024);
