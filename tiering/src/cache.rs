@@ -2,7 +2,14 @@
 //!
 //! Keys are (segment_gen, block_no); values are shared, immutable, already verified blocks,
 //! so a reader copies its record out without holding the lock. One mutex guards the map and
-//! the recency order; every operation is O(log n) and touches no I/O.
+//! the recency queue; no operation does I/O.
+//!
+//! A hit only stamps the entry with a new tick (O(1): sequential readers hit the same block
+//! for every record in it). The recency queue keeps, per entry, the tick it was queued
+//! with, which may be older than its last use; eviction pops the oldest queued tick and
+//! re-queues the entry if it was used since. That is exact LRU: every entry's queued tick
+//! is at most its last use, so a popped entry whose queued tick is its last use has the
+//! oldest last use of all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,32 +23,61 @@ pub(crate) struct BlockCache {
     state: Mutex<CacheState>,
 }
 
+struct Entry {
+    block: Arc<Vec<u8>>,
+    /// Tick of the last use.
+    used_tick: u64,
+    /// Tick under which `order` holds this entry (at most `used_tick`).
+    queued_tick: u64,
+}
+
 #[derive(Default)]
 struct CacheState {
-    entries: HashMap<BlockKey, (Arc<Vec<u8>>, u64)>,
-    /// Recency tick -> key; the smallest tick is the least recently used.
+    entries: HashMap<BlockKey, Entry>,
+    /// Queued tick -> key; one per entry.
     order: BTreeMap<u64, BlockKey>,
     used_bytes: usize,
     next_tick: u64,
 }
 
 impl CacheState {
-    fn touch(&mut self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
+    fn tick(&mut self) -> u64 {
         let tick = self.next_tick;
-        let (block, old_tick) = self.entries.get_mut(&key)?;
-        let block = Arc::clone(block);
-        let old_tick = std::mem::replace(old_tick, tick);
         self.next_tick += 1;
-        self.order.remove(&old_tick);
-        self.order.insert(tick, key);
-        Some(block)
+        tick
+    }
+
+    fn touch(&mut self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
+        let tick = self.tick();
+        let entry = self.entries.get_mut(&key)?;
+        entry.used_tick = tick;
+        Some(Arc::clone(&entry.block))
     }
 
     fn remove(&mut self, key: &BlockKey) {
-        if let Some((block, tick)) = self.entries.remove(key) {
-            self.order.remove(&tick);
-            self.used_bytes -= block.len();
+        if let Some(entry) = self.entries.remove(key) {
+            self.order.remove(&entry.queued_tick);
+            self.used_bytes -= entry.block.len();
         }
+    }
+
+    /// Evicts the least recently used entry; false when there is none.
+    fn evict_one(&mut self) -> bool {
+        while let Some((queued_tick, key)) = self.order.pop_first() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                debug_assert!(false, "queued key {key:?} without an entry");
+                continue;
+            };
+            debug_assert_eq!(entry.queued_tick, queued_tick);
+            if entry.used_tick == queued_tick {
+                self.remove(&key);
+                return true;
+            }
+            // Used since it was queued: queue it again under its last use.
+            entry.queued_tick = entry.used_tick;
+            self.order.insert(entry.used_tick, key);
+        }
+        false
     }
 }
 
@@ -71,18 +107,21 @@ impl BlockCache {
         let mut state = self.state.lock();
         state.remove(&key);
         while state.used_bytes + block.len() > self.capacity_bytes {
-            let Some((_, oldest)) = state.order.pop_first() else {
+            if !state.evict_one() {
                 break;
-            };
-            if let Some((evicted, _)) = state.entries.remove(&oldest) {
-                state.used_bytes -= evicted.len();
             }
         }
-        let tick = state.next_tick;
-        state.next_tick += 1;
+        let tick = state.tick();
         state.used_bytes += block.len();
         state.order.insert(tick, key);
-        state.entries.insert(key, (block, tick));
+        state.entries.insert(
+            key,
+            Entry {
+                block,
+                used_tick: tick,
+                queued_tick: tick,
+            },
+        );
         debug_assert!(state.used_bytes <= self.capacity_bytes);
         debug_assert_eq!(state.entries.len(), state.order.len());
     }
@@ -133,5 +172,33 @@ mod tests {
         assert!(cache.get((1, 5)).is_none(), "too large to cache");
         cache.invalidate_segment(1);
         assert_eq!(cache.used_bytes(), 0);
+    }
+
+    /// Random gets and inserts against a list kept in recency order: the cache holds
+    /// exactly the most recently used blocks that fit.
+    #[test]
+    fn matches_an_exact_lru_model() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let cache = BlockCache::new(1000);
+        let mut model: Vec<BlockKey> = Vec::new(); // least recently used first
+        for _ in 0..20_000 {
+            let key = (rng.below(3), rng.below(12) as u32);
+            if rng.below(2) == 0 {
+                let hit = cache.get(key).is_some();
+                assert_eq!(hit, model.contains(&key), "{key:?}");
+                if hit {
+                    model.retain(|k| *k != key);
+                    model.push(key);
+                }
+            } else {
+                cache.insert(key, block(100));
+                model.retain(|k| *k != key);
+                if model.len() == 10 {
+                    model.remove(0);
+                }
+                model.push(key);
+            }
+            assert_eq!(cache.used_bytes(), model.len() * 100);
+        }
     }
 }
