@@ -673,6 +673,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             let last = records.len() - 1;
             // From here to the fence no locked instruction: each would wait for the
             // write-backs already started, persisting the records one after the other.
+            // Adjacent byte ranges to flush are flushed as one (one `msync` per run of
+            // records in `Durability::Power`); a non-temporal payload ends a run.
+            let mut unflushed: Option<(usize, usize)> = None;
             for (i, ((&(id, payload), &seq), &payload_crc)) in
                 records.iter().zip(&seqs).zip(&crcs).enumerate()
             {
@@ -686,13 +689,26 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     payload_crc,
                     batch_more: i != last,
                 };
-                let offset = self.write_record(&current, &header, payload);
+                let (offset, flush_len_bytes) =
+                    self.write_record_unflushed(&current, &header, payload);
                 debug_assert_eq!(
                     offset,
                     self.layout.segment_offset(open.segment)
                         + entries[i].loc.offset_bytes() as usize
                 );
+                unflushed = match unflushed {
+                    Some((start, end)) if end == offset => Some((start, offset + flush_len_bytes)),
+                    earlier => {
+                        if let Some((start, end)) = earlier {
+                            self.pmem.flush(start, end - start);
+                        }
+                        Some((offset, offset + flush_len_bytes))
+                    }
+                };
                 self.advance_lane(&mut lane, offset, u64::from(entries[i].size_bytes));
+            }
+            if let Some((start, end)) = unflushed {
+                self.pmem.flush(start, end - start);
             }
             // IMPORTANT: one fence for the whole batch, and the batch fits the torn extent:
             // a crash leaves every record of it, or an incomplete batch recovery drops.
@@ -745,17 +761,32 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     /// copied with non-temporal stores needs none; its header line does). The caller
     /// fences. Returns the pool offset of the record.
     fn write_record(&self, open: &OpenSegment, header: &RecordHeader, payload: &[u8]) -> usize {
+        let (offset, flush_len_bytes) = self.write_record_unflushed(open, header, payload);
+        self.pmem.flush(offset, flush_len_bytes);
+        offset
+    }
+
+    /// Writes header and payload at the lane's tail. Returns the pool offset of the record
+    /// and how many bytes from it the caller must flush before the fence: the whole record
+    /// (padding included: no extra line), or only the header when the payload went through
+    /// non-temporal stores.
+    fn write_record_unflushed(
+        &self,
+        open: &OpenSegment,
+        header: &RecordHeader,
+        payload: &[u8],
+    ) -> (usize, usize) {
         let offset = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
         let header_bytes = record::encode(header, open.key);
         self.pmem.write(offset, &header_bytes);
         if payload.len() >= NT_COPY_MIN_BYTES {
             self.pmem.write_nt(offset + RECORD_HEADER_BYTES, payload);
-            self.pmem.flush(offset, RECORD_HEADER_BYTES);
+            (offset, RECORD_HEADER_BYTES)
         } else {
             self.pmem.write(offset + RECORD_HEADER_BYTES, payload);
-            self.pmem.flush(offset, RECORD_HEADER_BYTES + payload.len());
+            // To the padded end: the same cache lines, and the next record's range joins.
+            (offset, record::record_size_bytes(payload.len()))
         }
-        offset
     }
 
     fn advance_lane(&self, lane: &mut Lane, offset: usize, size_bytes: u64) {

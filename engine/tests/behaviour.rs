@@ -74,6 +74,26 @@ fn iterator_follows_appends_trims_and_deletion() {
     assert!(iter.next().is_none(), "a deleted stream is reported once");
 }
 
+/// A batch flushes exactly the lines its stores left dirty: whole small records, only the
+/// header line of a record whose payload went through non-temporal stores; nothing twice.
+#[test]
+fn batch_flushes_only_what_it_dirtied() {
+    let log = sim_log(512 * 1024);
+    let a = log.create_stream(b"a").unwrap();
+    let big = vec![7u8; 4096];
+    log.append(a, b"opens the lane's segment").unwrap();
+    let before = log.pmem().counters();
+    log.append_batch(&[(a, &big), (a, &[1u8; 64]), (a, &[2u8; 100]), (a, &big)])
+        .unwrap();
+    let after = log.pmem().counters();
+    // 1 header line + 2 lines (32 + 64 B) + 3 lines (32 + 100 B) + 1 header line.
+    assert_eq!(after.line_flushes - before.line_flushes, 7);
+    assert_eq!(after.redundant_line_flushes, before.redundant_line_flushes);
+    assert_eq!(after.fences - before.fences, 1);
+    assert!(log.pmem().check_all_persisted().is_ok());
+    assert_eq!(log.read(a, 4).unwrap().payload(), big.as_slice());
+}
+
 #[test]
 fn batch_is_one_fence_and_keeps_order() {
     let log = sim_log(512 * 1024);
