@@ -53,6 +53,9 @@ pub struct AppendBenchConfig {
     pub baseline: Option<Baseline>,
     /// Alternating slices per side when a baseline runs (A B A B ...).
     pub slices: usize,
+    /// What pstream's pool promises (`Power`: an `msync` per flush, the like-for-like
+    /// setting against file logs on a disk). The ceiling is measured with flush + fence.
+    pub durability: Durability,
 }
 
 impl AppendBenchConfig {
@@ -69,6 +72,7 @@ impl AppendBenchConfig {
             ceiling_seconds: 0.5,
             baseline: None,
             slices: DEFAULT_SLICES,
+            durability: Durability::Process,
         }
     }
 }
@@ -219,7 +223,7 @@ pub fn run_append_bench(
         .join(format!("pstream-bench-{}.pool", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let options = PoolOptions {
-        durability: Durability::Process,
+        durability: config.durability,
         try_dax: true,
     };
     let pool = MmapPool::create(&path, config.pool_bytes, options)?;

@@ -90,9 +90,29 @@ struct BenchAppendArgs {
     /// Alternating slices per side with --baseline (A B A B ...)
     #[arg(long, value_name = "N", default_value_t = pstream::bench::DEFAULT_SLICES)]
     slices: usize,
+    /// What pstream's pool must survive: `process` (flush + fence) or `power` (also an
+    /// msync per flush: compare with file logs on a disk). The ceiling stays flush + fence
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
+    durability: DurabilityArg,
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     json: bool,
+}
+
+/// `--durability` of `pstream bench append`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DurabilityArg {
+    Process,
+    Power,
+}
+
+impl From<DurabilityArg> for pstream::pmem_emul::Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::Process => pstream::pmem_emul::Durability::Process,
+            DurabilityArg::Power => pstream::pmem_emul::Durability::Power,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -343,6 +363,7 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
     config.pool_bytes = args.pool_mib * MIB_BYTES;
     config.baseline = args.baseline;
     config.slices = args.slices;
+    config.durability = args.durability.into();
     let bar = phase_bar(args.json, "appending");
     let report = pstream::bench::run_append_bench(&config, &|fraction| {
         bar.set_position((fraction * 1000.0) as u64);
