@@ -701,6 +701,21 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
+    /// `Power`: the pool msyncs at every persist point and says so in the report.
+    #[test]
+    fn power_durability_is_used_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(dir.path());
+        config.durability = Durability::Power;
+        let report = run_append_bench(&config, &|_| {}).unwrap();
+        assert!(report.ops > 0);
+        assert!(
+            report.dax || report.guarantee == pmem_emul::Guarantee::PowerFailMsync.as_str(),
+            "{}",
+            report.guarantee
+        );
+    }
+
     #[test]
     fn without_baseline_the_baseline_fields_are_null() {
         let dir = tempfile::tempdir().unwrap();
