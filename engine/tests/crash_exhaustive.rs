@@ -35,20 +35,7 @@ fn run_workload(seed: u64, op_count: usize, budget: Budget) -> common::CrashTall
             0..=7 if streams.len() < 4 => {
                 let label = format!("s{next_label}").into_bytes();
                 next_label += 1;
-                checker.model.lock().pending = vec![Pending::Create {
-                    label: label.clone(),
-                }];
-                let id = log.create_stream(&label).expect("create stream");
-                let mut model = checker.model.lock();
-                model.pending.clear();
-                model.streams.insert(
-                    id,
-                    common::StreamModel {
-                        label,
-                        ..Default::default()
-                    },
-                );
-                streams.push(id);
+                streams.push(common::create_modelled(&log, &checker.model, &label));
             }
             8..=10 if streams.len() > 1 => {
                 let victim = streams.swap_remove(rng.below(streams.len() as u64) as usize);
@@ -196,18 +183,7 @@ fn segment_rollover_and_reuse_under_crashes() {
     )
     .expect("create");
     let checker = CrashChecker::install(log.pmem(), budget);
-    checker.model.lock().pending = vec![Pending::Create {
-        label: b"roll".to_vec(),
-    }];
-    let stream = log.create_stream(b"roll").expect("create");
-    checker.model.lock().pending.clear();
-    checker.model.lock().streams.insert(
-        stream,
-        common::StreamModel {
-            label: b"roll".to_vec(),
-            ..Default::default()
-        },
-    );
+    let stream = common::create_modelled(&log, &checker.model, b"roll");
     let mut rng = SplitMix64::new(5);
     for i in 0..400usize {
         let bytes: Vec<u8> = (0..800)

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{Budget, Model, Pending, StreamModel};
+use common::{Budget, Model, Pending};
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
 use pstream_engine::cold::{
@@ -368,38 +368,10 @@ fn crash_at_every_fence_of_migration_recovers_to_the_oracle() {
             })));
     }
     let mut rng = SplitMix64::new(77);
-    model.lock().pending = vec![Pending::Create {
-        label: b"t".to_vec(),
-    }];
-    let s: StreamId = log.create_stream(b"t").unwrap();
-    {
-        let mut m = model.lock();
-        m.pending.clear();
-        m.streams.insert(
-            s,
-            StreamModel {
-                label: b"t".to_vec(),
-                ..Default::default()
-            },
-        );
-    }
+    let s = common::create_modelled(&log, &model, b"t");
     // A second stream that only gets batches together with `s`: batches span two streams,
     // land at segment ends (moved whole to the next segment) and migrate with their segment.
-    model.lock().pending = vec![Pending::Create {
-        label: b"u".to_vec(),
-    }];
-    let u: StreamId = log.create_stream(b"u").unwrap();
-    {
-        let mut m = model.lock();
-        m.pending.clear();
-        m.streams.insert(
-            u,
-            StreamModel {
-                label: b"u".to_vec(),
-                ..Default::default()
-            },
-        );
-    }
+    let u = common::create_modelled(&log, &model, b"u");
     for round in 0..6u64 {
         for i in 0..30u64 {
             let records: Vec<(StreamId, Vec<u8>)> = if i % 3 == 2 {

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Budget, CrashChecker, Pending, StreamModel};
+use common::{Budget, CrashChecker, Pending};
 use pmem_emul::SimPmem;
 use pstream_engine::{Log, StreamId};
 
@@ -31,21 +31,7 @@ fn batches_at_segment_boundaries_never_seal_unpersisted_records() {
     )
     .unwrap();
     let checker = CrashChecker::install(log.pmem(), budget);
-    checker.model.lock().pending = vec![Pending::Create {
-        label: b"r".to_vec(),
-    }];
-    let s = log.create_stream(b"r").unwrap();
-    {
-        let mut model = checker.model.lock();
-        model.pending.clear();
-        model.streams.insert(
-            s,
-            StreamModel {
-                label: b"r".to_vec(),
-                ..Default::default()
-            },
-        );
-    }
+    let s = common::create_modelled(&log, &checker.model, b"r");
     // 3 x ~450 B records per batch: every few batches one straddles a 16 KiB boundary.
     for round in 0..30usize {
         let records: Vec<(StreamId, Vec<u8>)> = (0..3)

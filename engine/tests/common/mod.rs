@@ -34,6 +34,29 @@ impl StreamModel {
     }
 }
 
+/// Creates a stream while `model` says the create is in flight (a crash inside it may keep
+/// the stream or not), then records it as acknowledged.
+pub fn create_modelled<P: pmem_emul::Pmem, C: pstream_engine::ColdTier>(
+    log: &Log<P, C>,
+    model: &Mutex<Model>,
+    label: &[u8],
+) -> StreamId {
+    model.lock().pending = vec![Pending::Create {
+        label: label.to_vec(),
+    }];
+    let id = log.create_stream(label).expect("create stream");
+    let mut model = model.lock();
+    model.pending.clear();
+    model.streams.insert(
+        id,
+        StreamModel {
+            label: label.to_vec(),
+            ..Default::default()
+        },
+    );
+    id
+}
+
 /// An operation that was in flight (not acknowledged) at the crash.
 #[derive(Debug, Clone)]
 pub enum Pending {
