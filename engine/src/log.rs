@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use crossbeam_epoch::{self as epoch, Guard};
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{MappedRwLockReadGuard, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use pmem_emul::{Pmem, ATOMIC_STORE_BYTES};
 
 use crate::cold::{ColdPayload, ColdSource, ColdTier, NoColdTier};
@@ -522,15 +522,21 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     }
 
     pub(crate) fn stream(&self, id: StreamId) -> Result<Arc<Stream>> {
+        self.stream_locked(id).map(|stream| Arc::clone(&stream))
+    }
+
+    /// The live stream `id` with its slot's read lock held (creating or deleting this very
+    /// stream waits for the guard).
+    fn stream_locked(&self, id: StreamId) -> Result<MappedRwLockReadGuard<'_, Arc<Stream>>> {
         let slot = (id.0 & u64::from(u32::MAX)) as usize;
         let entry = self
             .streams
             .get(slot)
             .ok_or(EngineError::UnknownStream(id))?;
-        match &*entry.read() {
-            Some(stream) if stream.id == id => Ok(Arc::clone(stream)),
-            _ => Err(EngineError::UnknownStream(id)),
-        }
+        RwLockReadGuard::try_map(entry.read(), |stream| {
+            stream.as_ref().filter(|stream| stream.id == id)
+        })
+        .map_err(|_| EngineError::UnknownStream(id))
     }
 
     /// `(first_seq, next_seq)`: the readable seqs of a stream are `first_seq..next_seq`.
@@ -579,15 +585,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         self.check_payload(payload.len())?;
         // The slot's read lock is held for the append instead of cloning the `Arc` (two
         // locked instructions fewer); only creating or deleting this very stream waits.
-        let slot = self
-            .streams
-            .get((id.0 & u64::from(u32::MAX)) as usize)
-            .ok_or(EngineError::UnknownStream(id))?
-            .read();
-        let stream = match &*slot {
-            Some(stream) if stream.id == id => stream,
-            _ => return Err(EngineError::UnknownStream(id)),
-        };
+        let stream = self.stream_locked(id)?;
         let payload_crc = record::payload_crc(payload);
         let size_bytes = record::record_size_bytes(payload.len()) as u64;
         let seq = {

@@ -123,25 +123,17 @@ impl BatchStreams {
         }
         // Lock order: by slot (then address: a batch may race with the delete and
         // re-creation of a stream in the same slot).
-        let mut order: Vec<usize> = (0..streams.len()).collect();
-        order.sort_unstable_by_key(|&at| (streams[at].slot, Arc::as_ptr(&streams[at]) as usize));
-        if order.iter().enumerate().any(|(rank, &at)| rank != at) {
-            let mut rank_of = vec![0usize; streams.len()];
-            for (rank, &at) in order.iter().enumerate() {
-                rank_of[at] = rank;
+        if streams.len() > 1 {
+            let mut sorted: Vec<(usize, Arc<Stream>)> = streams.into_iter().enumerate().collect();
+            sorted.sort_unstable_by_key(|(_, s)| (s.slot, Arc::as_ptr(s) as usize));
+            let mut rank_of = vec![0usize; sorted.len()];
+            for (rank, (at, _)) in sorted.iter().enumerate() {
+                rank_of[*at] = rank;
             }
             for at in &mut of_record {
                 *at = rank_of[*at];
             }
-            let mut unsorted: Vec<Option<Arc<Stream>>> = streams.into_iter().map(Some).collect();
-            streams = order
-                .iter()
-                .map(|&at| {
-                    unsorted[at]
-                        .take()
-                        .unwrap_or_else(|| unreachable!("`order` is a permutation"))
-                })
-                .collect();
+            streams = sorted.into_iter().map(|(_, stream)| stream).collect();
         }
         debug_assert!(streams.windows(2).all(|w| w[0].slot <= w[1].slot));
         Ok(BatchStreams { streams, of_record })
