@@ -1292,7 +1292,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         // 2. Live records only, straight from persistent memory (nothing writes a sealed
         //    segment, and it is not scrubbed while Migrating).
         let base = self.layout.segment_offset(segment);
-        let mut live: Vec<(Arc<Stream>, u64, Loc, u32, usize, u32)> = Vec::new();
+        // Each live record: its stream, its header (as the scan verified it), where it is.
+        let mut live: Vec<(Arc<Stream>, RecordHeader, Loc)> = Vec::new();
         let mut dead_bytes = 0u64;
         for record in scanned.iter().filter(|r| !r.void) {
             let header = record.header;
@@ -1313,14 +1314,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                         state: "holding records not yet acknowledged",
                     });
                 }
-                Some(stream) => live.push((
-                    stream,
-                    header.seq,
-                    loc,
-                    header.payload_len,
-                    size,
-                    header.payload_crc,
-                )),
+                Some(stream) => live.push((stream, header, loc)),
                 None => dead_bytes += size as u64,
             }
         }
@@ -1331,13 +1325,13 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         };
         let pmem = &self.pmem;
         // The scan above verified every payload against its header crc: hand the crc on.
-        let mut records = live.iter().map(|(stream, seq, loc, payload_len, _, crc)| {
+        let mut records = live.iter().map(|(stream, header, loc)| {
             let at = base + loc.offset_bytes() as usize + RECORD_HEADER_BYTES;
             ColdPayload {
                 stream_id: stream.id.0,
-                seq: *seq,
-                payload: pmem.read(at, *payload_len as usize),
-                payload_crc: *crc,
+                seq: header.seq,
+                payload: pmem.read(at, header.payload_len as usize),
+                payload_crc: header.payload_crc,
             }
         });
         let written = match self.cold.write_segment(source, &mut records) {
@@ -1376,17 +1370,18 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             Loc::cold((table.len() - 1) as u32)
         };
         let mut moved_records = 0u64;
-        for (stream, seq, loc, _, size, _) in &live {
+        for (stream, header, loc) in &live {
+            let size = record::record_size_bytes(header.payload_len as usize) as i64;
             slot.live_records.fetch_add(1, Ordering::AcqRel);
-            slot.live_bytes.fetch_add(*size as i64, Ordering::AcqRel);
+            slot.live_bytes.fetch_add(size, Ordering::AcqRel);
             // A trim may have dropped the record meanwhile: then it counts nowhere.
-            if stream.move_to_cold(*seq, *loc, cold_loc) {
+            if stream.move_to_cold(header.seq, *loc, cold_loc) {
                 meta.live_records.fetch_sub(1, Ordering::AcqRel);
-                meta.live_bytes.fetch_sub(*size as i64, Ordering::AcqRel);
+                meta.live_bytes.fetch_sub(size, Ordering::AcqRel);
                 moved_records += 1;
             } else {
                 slot.live_records.fetch_sub(1, Ordering::AcqRel);
-                slot.live_bytes.fetch_sub(*size as i64, Ordering::AcqRel);
+                slot.live_bytes.fetch_sub(size, Ordering::AcqRel);
             }
         }
         if slot.live_records.fetch_sub(1, Ordering::AcqRel) == 1 {
