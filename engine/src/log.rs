@@ -630,11 +630,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let mut batch_bytes = 0u64;
         for &(_, payload) in records {
             self.check_payload(payload.len())?;
-            batch_bytes += record::record_size_bytes(payload.len()) as u64;
         }
+        let batch_bytes = self.batch_size_bytes(records.iter().map(|(_, payload)| payload.len()));
         let capacity_bytes = self.batch_capacity_bytes();
         if batch_bytes > capacity_bytes {
             return Err(EngineError::BatchTooLarge {
