@@ -79,8 +79,9 @@ pub struct MmapPool {
     data_len_bytes: usize,
     /// `Some` until `close` takes it; dropping it unmaps.
     mapping: Option<Mapping>,
-    /// The open pool file; holds the `flock`, which the kernel drops when the file closes.
-    file: File,
+    /// The open pool file with its `flock`. Declared after `mapping`, so a dropped pool
+    /// unmaps before it unlocks.
+    file: LockedFile,
     path: PathBuf,
     instruction: FlushInstruction,
     durability: Durability,
@@ -197,25 +198,6 @@ impl Drop for DaxMap {
     }
 }
 
-impl Drop for MmapPool {
-    fn drop(&mut self) {
-        // Unmap first, then release the lock explicitly rather than leaving it to the close
-        // of the descriptor: a child process spawned meanwhile by another thread shares the
-        // open file description (and so the lock) until it execs, which would make a reopen
-        // right after the drop fail with `AlreadyOpen`.
-        drop(self.mapping.take());
-        // SAFETY: `flock` on a descriptor this pool owns; no memory is involved.
-        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
-        if rc != 0 {
-            tracing::warn!(
-                path = %self.path.display(),
-                error = %io::Error::last_os_error(),
-                "flock(LOCK_UN) of a dropped pool failed"
-            );
-        }
-    }
-}
-
 impl MmapPool {
     /// Creates a new pool file with a data region of `data_len_bytes` and opens it.
     ///
@@ -242,17 +224,21 @@ impl MmapPool {
             .open(path)
             .map_err(|error| PmemError::from_io(path, "create", error))?;
         // From here on a failure must not leave a half-made pool behind.
-        let made = lock(&file, path).and_then(|()| write_new_pool(&file, path, &header));
-        if let Err(error) = made {
-            // If somebody else locked the file meanwhile, it is theirs now: leave it.
-            let ours = !matches!(error, PmemError::AlreadyOpen { .. });
-            if ours {
-                if let Err(remove_error) = std::fs::remove_file(path) {
-                    tracing::warn!(path = %path.display(), %remove_error, "cannot remove pool");
+        let made =
+            lock(file, path).and_then(|file| write_new_pool(&file, path, &header).map(|()| file));
+        let file = match made {
+            Ok(file) => file,
+            Err(error) => {
+                // If somebody else locked the file meanwhile, it is theirs now: leave it.
+                let ours = !matches!(error, PmemError::AlreadyOpen { .. });
+                if ours {
+                    if let Err(remove_error) = std::fs::remove_file(path) {
+                        tracing::warn!(path = %path.display(), %remove_error, "cannot remove pool");
+                    }
                 }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         tracing::info!(path = %path.display(), data_len_bytes, "created pool");
         Self::map(file, path, header, flush_instruction, opts)
     }
@@ -279,7 +265,7 @@ impl MmapPool {
             .write(true)
             .open(path)
             .map_err(|error| PmemError::from_io(path, "open", error))?;
-        lock(&file, path)?;
+        let file = lock(file, path)?;
         // Measure the file through the descriptor: the path could have been replaced since the
         // `stat` above.
         let file_len_bytes = file
@@ -309,15 +295,9 @@ impl MmapPool {
         let unmapped = mapping.unmap();
         synced.map_err(|error| PmemError::from_io(&path, "msync", error))?;
         unmapped.map_err(|error| PmemError::from_io(&path, "munmap", error))?;
-        // SAFETY: `flock` on a descriptor this pool owns; no memory is involved.
-        let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
-        if rc != 0 {
-            return Err(PmemError::from_io(
-                &path,
-                "flock(LOCK_UN)",
-                io::Error::last_os_error(),
-            ));
-        }
+        self.file
+            .unlock()
+            .map_err(|error| PmemError::from_io(&path, "flock(LOCK_UN)", error))?;
         tracing::debug!(path = %path.display(), "closed pool");
         Ok(())
     }
@@ -344,7 +324,7 @@ impl MmapPool {
 
     /// Maps a locked, validated pool file.
     fn map(
-        file: File,
+        file: LockedFile,
         path: &Path,
         header: PoolHeader,
         instruction: FlushInstruction,
@@ -589,11 +569,48 @@ fn file_kind(file_type: &std::fs::FileType) -> &'static str {
 }
 
 /// Takes the pool's exclusive advisory lock, without waiting.
-fn lock(file: &File, path: &Path) -> Result<(), PmemError> {
+/// A pool file this process holds the exclusive `flock` of. Dropping it releases the lock
+/// explicitly rather than leaving that to the close of the descriptor: a child process
+/// spawned meanwhile by another thread shares the open file description (and so the lock)
+/// until it execs, so a dropped pool, or an open that failed after locking, would otherwise
+/// keep the pool locked a moment longer and a reopen would fail with `AlreadyOpen`.
+#[derive(Debug)]
+struct LockedFile(File);
+
+impl LockedFile {
+    fn unlock(&self) -> io::Result<()> {
+        // SAFETY: `flock` on a descriptor this value owns; no memory is involved.
+        let rc = unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+impl std::ops::Deref for LockedFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl Drop for LockedFile {
+    fn drop(&mut self) {
+        // After a successful `close` this unlocks an unlocked file: a no-op.
+        if let Err(error) = self.unlock() {
+            tracing::warn!(%error, "flock(LOCK_UN) of a pool file failed");
+        }
+    }
+}
+
+fn lock(file: File, path: &Path) -> Result<LockedFile, PmemError> {
     // SAFETY: `flock` on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc == 0 {
-        return Ok(());
+        return Ok(LockedFile(file));
     }
     let error = io::Error::last_os_error();
     if error.kind() == io::ErrorKind::WouldBlock {
