@@ -120,6 +120,8 @@ pub fn small_config(compression: Compression) -> ColdStoreConfig {
         cache_capacity_bytes: 0,
         read_chunk_bytes: 8192,
         read_depth: 3,
+        // No cache to read ahead into; and the injected faults stay in I/O order.
+        async_readahead: false,
     }
 }
 

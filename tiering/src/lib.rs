@@ -101,6 +101,7 @@ pub mod format;
 pub mod io;
 mod migrator;
 mod raw;
+mod readahead;
 mod rng;
 mod store;
 mod writer;

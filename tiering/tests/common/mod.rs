@@ -101,6 +101,7 @@ pub fn small_config(compression: Compression) -> ColdStoreConfig {
         cache_capacity_bytes: 64 << 10,
         read_chunk_bytes: 8192,
         read_depth: 3,
+        async_readahead: true,
     }
 }
 
