@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -169,6 +169,32 @@ struct ColdFile<F> {
     file: F,
     name: String,
     index: Arc<ColdFileIndex>,
+    /// Where the last record read was in `index.records`: a reader going through a stream
+    /// in seq order finds the next one right after it, without a binary search.
+    last_position: AtomicUsize,
+}
+
+impl<F> ColdFile<F> {
+    fn new(file: F, name: String, index: ColdFileIndex) -> ColdFile<F> {
+        ColdFile {
+            file,
+            name,
+            index: Arc::new(index),
+            last_position: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Where record (stream_id, seq) is in the index's records.
+    fn position(&self, stream_id: u64, seq: u64) -> Option<usize> {
+        let records = &self.index.records;
+        let guess = self.last_position.load(Ordering::Relaxed).wrapping_add(1);
+        let position = match records.get(guess) {
+            Some(record) if record.stream_id == stream_id && record.seq == seq => guess,
+            _ => self.index.position(stream_id, seq)?,
+        };
+        self.last_position.store(position, Ordering::Relaxed);
+        Some(position)
+    }
 }
 
 /// A readahead job: load the window of blocks starting at record `position` of `file`.
@@ -327,11 +353,7 @@ impl<I: SegmentIo> ColdStore<I> {
         let footer_crc = le_u32(footer_bytes, footer_bytes.len() - 4);
         let index = ColdFileIndex::assemble(header, &trailer, footer, footer_crc, file_len)
             .map_err(|e| e.in_file(name, 0))?;
-        Ok(ColdFile {
-            file,
-            name: name.to_owned(),
-            index: Arc::new(index),
-        })
+        Ok(ColdFile::new(file, name.to_owned(), index))
     }
 
     /// Writes the cold file of `source` from its live records (`(stream_id, seq, payload)`
@@ -391,11 +413,7 @@ impl<I: SegmentIo> ColdStore<I> {
                 return Err(error);
             }
         };
-        let cold = ColdFile {
-            file,
-            name,
-            index: Arc::new(index),
-        };
+        let cold = ColdFile::new(file, name, index);
         self.shared
             .files
             .write()
@@ -429,12 +447,12 @@ impl<I: SegmentIo> ColdStore<I> {
     pub fn read_record(&self, segment_gen: u64, stream_id: u64, seq: u64) -> Result<Vec<u8>> {
         bump(&self.shared.counters.reads, 1);
         let file = self.file(segment_gen)?;
-        let not_found = TieringError::RecordNotFound {
+        let not_found = || TieringError::RecordNotFound {
             segment_gen,
             stream_id,
             seq,
         };
-        let position = file.index.position(stream_id, seq).ok_or(not_found)?;
+        let position = file.position(stream_id, seq).ok_or_else(not_found)?;
         let entry = file.index.records[position];
         let result = self.record_block(&file, position).and_then(|block| {
             let block_at = file.index.blocks[entry.block_no as usize].offset_bytes;
