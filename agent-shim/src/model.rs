@@ -11,8 +11,9 @@ pub const METADATA_ENTRIES_MAX: usize = 32;
 pub const METADATA_VALUE_MAX_BYTES: usize = 1024;
 /// Largest sum of metadata key and value lengths.
 pub const METADATA_TOTAL_MAX_BYTES: usize = 8192;
-/// Most recipients of one bundle.
-pub const RECIPIENTS_MAX: usize = 64;
+/// Most recipients of one bundle (a bundle record with every address at its longest stays
+/// well under 100 KiB).
+pub const RECIPIENTS_MAX: usize = 256;
 /// Most users named in a bundle's `Creators::Users` list.
 pub const CREATORS_MAX: usize = 256;
 /// Largest stream label (streams carry minimal metadata: a label, a kind, a policy).
