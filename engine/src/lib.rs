@@ -16,6 +16,7 @@
 pub mod cold;
 mod error;
 pub mod format;
+mod int_hash;
 mod layout;
 mod log;
 mod recovery;
@@ -27,6 +28,7 @@ pub use cold::{ColdError, ColdErrorKind, ColdPayload, ColdTier, NoColdTier};
 pub use error::{EngineError, Location, Result};
 pub use format::record::MAX_PAYLOAD_BYTES;
 pub use format::segment::SegmentState;
+pub use int_hash::{IntBuildHasher, IntHasher};
 pub use log::{
     Log, LogConfig, LogStats, MigrationOutcome, OpenOptions, Record, SegmentInfo, StreamInfo,
     StreamIter, TierStats,

@@ -37,7 +37,6 @@
 //! is recovered by running recovery again.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -558,31 +557,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     }
 }
 
-/// Maps keyed by stream id, looked up once or twice per recovered record: a multiplicative
-/// hash instead of SipHash (the keys are ids of live slots, at most the slot count of them,
-/// not attacker-chosen in numbers that could degrade the table).
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        // The table takes bucket bits from the low end and tag bits from the top: fold the
-        // well-mixed high half of the product into the low one.
-        self.0 ^ (self.0 >> 29)
-    }
-}
+/// Maps keyed by stream id, looked up once or twice per recovered record (a multiplicative
+/// hash instead of SipHash; see [`IntHasher`](crate::IntHasher)).
+type IdMap<V> = HashMap<u64, V, crate::IntBuildHasher>;
 
 #[cfg(test)]
 mod tests {

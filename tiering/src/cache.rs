@@ -12,41 +12,12 @@
 //! oldest last use of all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use pstream_engine::IntBuildHasher;
 
 pub(crate) type BlockKey = (u64, u32);
-
-/// A multiplicative hasher for [`BlockKey`]s (segment generations and block numbers are
-/// small, locally dense integers chosen by the engine, not by an attacker): every hit
-/// hashes a key under the cache lock, and SipHash was a visible part of a cold read.
-#[derive(Default)]
-pub(crate) struct KeyHasher {
-    state: u64,
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        // Fibonacci hashing: the golden-ratio multiplier spreads consecutive values.
-        self.state = (self.state.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
 
 pub(crate) struct BlockCache {
     capacity_bytes: usize,
@@ -63,7 +34,8 @@ struct Entry {
 
 #[derive(Default)]
 struct CacheState {
-    entries: HashMap<BlockKey, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Every hit hashes its key under the lock: a multiplicative hash, not SipHash.
+    entries: HashMap<BlockKey, Entry, IntBuildHasher>,
     /// Queued tick -> key; one per entry.
     order: BTreeMap<u64, BlockKey>,
     used_bytes: usize,
