@@ -693,15 +693,15 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     self.layout.segment_offset(open.segment)
                         + entries[i].loc.offset_bytes() as usize
                 );
-                unflushed = match unflushed {
-                    Some((start, end)) if end == offset => Some((start, offset + flush_len_bytes)),
-                    earlier => {
-                        if let Some((start, end)) = earlier {
-                            self.pmem.flush(start, end - start);
-                        }
-                        Some((offset, offset + flush_len_bytes))
+                let run_start = match unflushed {
+                    Some((start, end)) if end == offset => start,
+                    Some((start, end)) => {
+                        self.pmem.flush(start, end - start);
+                        offset
                     }
+                    None => offset,
                 };
+                unflushed = Some((run_start, offset + flush_len_bytes));
                 self.advance_lane(&mut lane, offset, u64::from(entries[i].size_bytes));
             }
             if let Some((start, end)) = unflushed {

@@ -568,7 +568,6 @@ fn file_kind(file_type: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Takes the pool's exclusive advisory lock, without waiting.
 /// A pool file this process holds the exclusive `flock` of. Dropping it releases the lock
 /// explicitly rather than leaving that to the close of the descriptor: a child process
 /// spawned meanwhile by another thread shares the open file description (and so the lock)
@@ -606,6 +605,7 @@ impl Drop for LockedFile {
     }
 }
 
+/// Takes the pool's exclusive advisory lock, without waiting.
 fn lock(file: File, path: &Path) -> Result<LockedFile, PmemError> {
     // SAFETY: `flock` on a descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
