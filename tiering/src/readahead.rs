@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
@@ -151,10 +151,9 @@ impl<J: Send + 'static> ReadaheadWorker<J> {
 
     /// Hands `job` to the worker; false if its queue is full (the job is dropped).
     pub(crate) fn offer(&self, job: J) -> bool {
-        match self.sender.as_ref().map(|sender| sender.try_send(job)) {
-            Some(Ok(())) => true,
-            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
-        }
+        self.sender
+            .as_ref()
+            .is_some_and(|sender| sender.try_send(job).is_ok())
     }
 }
 

@@ -779,18 +779,22 @@ impl<I: SegmentIo> Shared<I> {
         let records = &file.index.records;
         let stream_id = records[position].stream_id;
         let after = &records[position + 1..];
-        let end = after
+        // One pass, stopping at the first record past the window or past the stream's run.
+        let stop = after
             .iter()
-            .position(|record| record.stream_id != stream_id);
-        let run = &after[..end.unwrap_or(after.len())];
-        if let Some(offset) = run.iter().position(|record| record.block_no > last) {
+            .position(|record| record.stream_id != stream_id || record.block_no > last);
+        if let Some(offset) = stop.filter(|&offset| after[offset].stream_id == stream_id) {
             let file = Arc::clone(file);
             return Some(Prefetch {
                 file,
                 position: position + 1 + offset,
             });
         }
-        let last_seq = run.last().unwrap_or(&records[position]).seq;
+        // The stream's run ends in this file: its last record is just before the stop.
+        let run_len = stop.unwrap_or(after.len());
+        let last_seq = run_len
+            .checked_sub(1)
+            .map_or(records[position].seq, |at| after[at].seq);
         let files = self.files.read();
         let later = files.range(file.index.segment_gen() + 1..);
         for (_, next_file) in later.take(NEXT_FILES_SEARCHED) {

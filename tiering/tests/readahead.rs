@@ -117,23 +117,28 @@ fn a_sequential_reader_finds_every_window_after_the_first_read_ahead_across_file
     assert_eq!((stats.readahead_errors, stats.read_errors), (0, 0));
 }
 
-fn faulty_store(dir: &std::path::Path) -> (Arc<FaultyIo<StdIo>>, ColdStore<Arc<FaultyIo<StdIo>>>) {
+/// A store whose reader has read seq 0 (the first I/O counted after `set_spec`) while the
+/// read ahead of its next window (the second) failed with EIO, once or from then on; returned
+/// once the thread is done, with its stats.
+fn store_after_failed_read_ahead(
+    dir: &std::path::Path,
+    persistent: bool,
+) -> (ColdStore<Arc<FaultyIo<StdIo>>>, ColdStats) {
     let io = StdIo::open(dir).expect("io");
     let io = Arc::new(FaultyIo::new(io, FaultSpec::none(3)).expect("faulty"));
     let (store, _) = ColdStore::open(Arc::clone(&io), config()).expect("open");
     write_two_files(&store);
-    (io, store)
+    io.set_spec(FaultSpec::countdown(2, CountdownFault::Eio, persistent));
+    assert_eq!(store.read_record(5, 1, 0).expect("read"), payload(0));
+    let stats = settle(&store);
+    (store, stats)
 }
 
-/// The reader's read of seq 0 is the first I/O counted after `set_spec`, the read ahead of
-/// its next window the second: fail that one, once.
+/// A one-time EIO on the read ahead: the reader reads the window itself, successfully.
 #[test]
 fn a_failed_read_ahead_is_retried_by_the_reader_and_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (io, store) = faulty_store(dir.path());
-    io.set_spec(FaultSpec::countdown(2, CountdownFault::Eio, false));
-    assert_eq!(store.read_record(5, 1, 0).expect("read"), payload(0));
-    let stats = settle(&store);
+    let (store, stats) = store_after_failed_read_ahead(dir.path(), false);
     assert_eq!(
         (stats.readahead_errors, stats.read_errors),
         (1, 0),
@@ -150,10 +155,7 @@ fn a_failed_read_ahead_is_retried_by_the_reader_and_succeeds() {
 #[test]
 fn a_persistent_read_error_reaches_the_reader_of_the_block_as_a_typed_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (io, store) = faulty_store(dir.path());
-    io.set_spec(FaultSpec::countdown(2, CountdownFault::Eio, true));
-    assert_eq!(store.read_record(5, 1, 0).expect("read"), payload(0));
-    settle(&store);
+    let (store, _) = store_after_failed_read_ahead(dir.path(), true);
     let mut failed_at = None;
     for seq in 1..RECORDS_PER_FILE {
         match store.read_record(5, 1, seq) {
