@@ -32,8 +32,8 @@ install_pmemlog() {
 
 if install_pmemlog; then
     # The dev profile reuses the test build: this is a smoke run, not a measurement.
-    echo "== cargo build --features pmdk"
-    cargo build --features pmdk
+    echo "== cargo build -p pstream-cli --features pmdk"
+    cargo build -p pstream-cli --features pmdk
     target_dir="${CARGO_TARGET_DIR:-target}"
     echo "== pstream bench append --baseline pmemlog (0.5 s smoke)"
     line=$("$target_dir"/debug/pstream bench append --baseline pmemlog --seconds 0.5 \

@@ -38,7 +38,7 @@ case ",$FEATURES," in *,pmdk,*) BASELINES=(pmemlog "${BASELINES[@]}") ;; esac
 case ",$FEATURES," in *,okaywal,*) BASELINES+=(okaywal) ;; esac
 
 echo "== building (features: $FEATURES)" >&2
-cargo build --release --features "$FEATURES" >&2
+cargo build --release -p pstream-cli --features "$FEATURES" >&2
 BIN=target/release/pstream
 
 mkdir -p "$(dirname "$OUT")"

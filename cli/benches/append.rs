@@ -11,16 +11,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pstream::bench::peer::{open_peer, Baseline, PeerConfig, PeerLog};
 use pstream::engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
 use pstream::pmem_emul::{MmapPool, Pmem, PoolOptions};
+use pstream_cli::bench::peer::{open_peer, Baseline, PeerConfig, PeerLog};
 
 const POOL_BYTES: usize = 256 << 20;
 const PAYLOADS_BYTES: [usize; 3] = [64, 1024, 4096];
 const BATCHES: [usize; 2] = [1, 16];
 
 fn pool_dir() -> PathBuf {
-    pstream::ceiling::default_dir()
+    pstream_cli::ceiling::default_dir()
 }
 
 struct Fixture {

@@ -1,6 +1,6 @@
 //! `pstream`: the command line tool.
 //!
-//! `pstream ceiling` measures the persist ceiling of this machine (see [`pstream::ceiling`]).
+//! `pstream ceiling` measures the persist ceiling of this machine (see [`pstream_cli::ceiling`]).
 #![deny(unsafe_code)]
 
 mod crashtest_cmd;
@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pstream::ceiling::{self, CeilingConfig, CeilingError, CeilingReport, Phase};
+use pstream_cli::ceiling::{self, CeilingConfig, CeilingError, CeilingReport, Phase};
 
 /// pstream: a crash-consistent append log for persistent memory.
 #[derive(Debug, Parser)]
@@ -50,9 +50,9 @@ enum BenchCommand {
     /// Append records through the engine on a fresh pool file.
     Append(BenchAppendArgs),
     /// Time recovery (open) of pools holding N MiB of live data against the memory floor.
-    Recovery(pstream::bench::cli::RecoveryArgs),
+    Recovery(pstream_cli::bench::cli::RecoveryArgs),
     /// Agent layer: fan-out to N recipients with durable acks; ephemeral round trips.
-    Agent(pstream::bench::cli::AgentArgs),
+    Agent(pstream_cli::bench::cli::AgentArgs),
     /// Tiering: migration and cold-read throughput against the raw SSD, appends while
     /// migrating against idle, on a small pool the migrator must drain.
     Tier(tier_cmd::BenchTierArgs),
@@ -86,9 +86,9 @@ struct BenchAppendArgs {
     pool_mib: usize,
     /// A peer log to run interleaved with pstream on the same directory
     #[arg(long, value_name = "PEER")]
-    baseline: Option<pstream::bench::Baseline>,
+    baseline: Option<pstream_cli::bench::Baseline>,
     /// Alternating slices per side with --baseline (A B A B ...)
-    #[arg(long, value_name = "N", default_value_t = pstream::bench::DEFAULT_SLICES)]
+    #[arg(long, value_name = "N", default_value_t = pstream_cli::bench::DEFAULT_SLICES)]
     slices: usize,
     /// What pstream's pool must survive: `process` (flush + fence) or `power` (also an
     /// msync per flush: compare with file logs on a disk). The ceiling stays flush + fence
@@ -151,7 +151,7 @@ enum CliError {
     #[error(transparent)]
     Ceiling(#[from] CeilingError),
     #[error(transparent)]
-    Bench(#[from] pstream::bench::BenchError),
+    Bench(#[from] pstream_cli::bench::BenchError),
     /// `PmemError` messages already name the pool's path.
     #[error("{source}")]
     Pool {
@@ -189,10 +189,10 @@ fn main() -> ExitCode {
         Command::Ceiling(args) => run_ceiling(&args),
         Command::Bench(BenchCommand::Append(args)) => run_bench_append(&args),
         Command::Bench(BenchCommand::Recovery(args)) => {
-            pstream::bench::cli::run_recovery(&args).map_err(CliError::from)
+            pstream_cli::bench::cli::run_recovery(&args).map_err(CliError::from)
         }
         Command::Bench(BenchCommand::Agent(args)) => {
-            pstream::bench::cli::run_agent(&args).map_err(CliError::from)
+            pstream_cli::bench::cli::run_agent(&args).map_err(CliError::from)
         }
         Command::Verify(args) => run_verify(&args),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),
@@ -355,7 +355,8 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
         });
     }
     let dir = args.dir.clone().unwrap_or_else(ceiling::default_dir);
-    let mut config = pstream::bench::AppendBenchConfig::new(&dir, args.payload_bytes, args.threads);
+    let mut config =
+        pstream_cli::bench::AppendBenchConfig::new(&dir, args.payload_bytes, args.threads);
     config.batch = args.batch;
     config.streams = args.streams.unwrap_or(args.threads);
     config.seconds = args.seconds;
@@ -365,7 +366,7 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
     config.slices = args.slices;
     config.durability = args.durability.into();
     let bar = phase_bar(args.json, "appending");
-    let report = pstream::bench::run_append_bench(&config, &|fraction| {
+    let report = pstream_cli::bench::run_append_bench(&config, &|fraction| {
         bar.set_position((fraction * 1000.0) as u64);
     })?;
     bar.finish_and_clear();
@@ -406,7 +407,7 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
     ];
     for line in lines
         .into_iter()
-        .chain(pstream::bench::cli::baseline_lines(&report))
+        .chain(pstream_cli::bench::cli::baseline_lines(&report))
     {
         writeln!(out, "{line}").map_err(CliError::Stdout)?;
     }

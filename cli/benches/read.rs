@@ -29,7 +29,7 @@ impl Drop for Fixture {
 }
 
 fn fixture(payload_bytes: usize) -> Fixture {
-    let path = pstream::ceiling::default_dir().join(format!(
+    let path = pstream_cli::ceiling::default_dir().join(format!(
         "pstream-crit-read-{payload_bytes}-{}.pool",
         std::process::id()
     ));

@@ -23,7 +23,7 @@ impl Drop for PoolFile {
 
 /// A closed pool with `live_mib` MiB of live payload.
 fn filled_pool(live_mib: usize) -> PoolFile {
-    let path = pstream::ceiling::default_dir().join(format!(
+    let path = pstream_cli::ceiling::default_dir().join(format!(
         "pstream-crit-recovery-{live_mib}-{}.pool",
         std::process::id()
     ));
