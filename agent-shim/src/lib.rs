@@ -1,7 +1,7 @@
 //! pstream-agent: the persistent-streams agent data model on top of the pstream engine.
 //!
-//! This is what agent implementations embed (the paper's section 4; see
-//! `shared/MISSION.md`): users and their clients, bundles of streams with recipients,
+//! This is what agent implementations embed (section 4 of the persistent-streams paper,
+//! Carl et al., FGBS '21): users and their clients, bundles of streams with recipients,
 //! persistent and ephemeral data, owner-defined default permissions, store and forward
 //! with durable cursors, and an outbox to other agents. There is no network here: an agent
 //! implementation moves [`Envelope`]s between agents.

@@ -9,7 +9,7 @@
 //! recover from the earlier kills (and may be killed during that recovery).
 //!
 //! On an emulated pool the page cache outlives the process, so this tests process crashes;
-//! power-loss states come from the simulator (see `shared/CRASH-MODEL.md`).
+//! power-loss states come from the simulator (see `docs/CRASH-MODEL.md`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,7 @@
 //! pstream-crashtest: the fault-injection harness of pstream.
 //!
 //! One harness exercises the engine, the cold tier and the agent shim against the oracle of
-//! `shared/CRASH-MODEL.md`:
+//! `docs/CRASH-MODEL.md`:
 //!
 //! * **Persistent memory**: seeded workloads run on the crash simulator
 //!   ([`pmem_emul::SimPmem`]); at *every fence* a hook recovers crash images (all of them

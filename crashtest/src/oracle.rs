@@ -1,4 +1,4 @@
-//! The crash oracle of `shared/CRASH-MODEL.md` for the engine, as library code.
+//! The crash oracle of `docs/CRASH-MODEL.md` for the engine, as library code.
 //!
 //! A [`Model`] holds what was acknowledged and, in [`Model::pending`], what was in flight
 //! when a crash hit. [`check_image`] recovers an image and checks it: every acknowledged

@@ -1,4 +1,4 @@
-//! Cold-tier migrations under SSD faults (the SSD half of `shared/CRASH-MODEL.md`):
+//! Cold-tier migrations under SSD faults (the SSD half of `docs/CRASH-MODEL.md`):
 //!
 //! 1. a crash before every I/O of a migration (`write_segment`), each crash point with
 //!    several seeded SSD crash images (unsynced sectors present, absent or garbage; a prefix

@@ -6,7 +6,7 @@
 //! record of its stream are durable; [`Log::append_batch`] makes many records (of one or
 //! several streams) durable with one fence, all or nothing, also across crashes. Reads are zero-copy borrows of persistent memory, protected by epochs so space
 //! is never reused under a reader. After a crash at any instant, [`Log::open`] rebuilds
-//! exactly the acknowledged state (see `shared/CRASH-MODEL.md` and `docs/FORMAT.md`).
+//! exactly the acknowledged state (see `docs/CRASH-MODEL.md` and `docs/FORMAT.md`).
 //!
 //! The engine is generic over the [`pmem_emul::Pmem`] seam: the same code runs on a mapped
 //! pool file and on the crash simulator.

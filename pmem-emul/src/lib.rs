@@ -9,7 +9,7 @@
 //!   Elsewhere the pool is *emulated* and its [`Durability`] setting says what survives.
 //! * [`SimPmem`]: a crash simulator that keeps a volatile image, a persisted image and the
 //!   pending 8-byte stores of every dirty cache line, and can produce every crash image that
-//!   x86 persistent memory allows (see `shared/CRASH-MODEL.md`).
+//!   x86 persistent memory allows (see `docs/CRASH-MODEL.md`).
 //!
 //! The trait is used through generics (`Log<P: Pmem>`), never through `dyn`, so the append
 //! path compiles down to the flush and fence instructions themselves.

@@ -1,6 +1,6 @@
 //! The crash simulator: a [`Pmem`] that knows every state persistent memory could be left in.
 //!
-//! It keeps exactly the model of `shared/CRASH-MODEL.md`:
+//! It keeps exactly the model of `docs/CRASH-MODEL.md`:
 //! * a **volatile image**: what loads see (all stores applied);
 //! * a **persisted image**: what survives a crash for certain;
 //! * per dirty cache line, its **pending 8-byte stores** in program order, and how many of

@@ -1,4 +1,4 @@
-//! The crash oracle of `shared/CRASH-MODEL.md`, for engine tests.
+//! The crash oracle of `docs/CRASH-MODEL.md`, for engine tests.
 //!
 //! A `Model` holds what was acknowledged; `Pending` what was in flight when the crash hit.
 //! `check` recovers an image and verifies: every acknowledged record present and intact,

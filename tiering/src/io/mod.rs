@@ -6,7 +6,7 @@
 //!   allows; falls back to [`StdIo`] (with a warning) where io_uring cannot be set up.
 //! - [`StdIo`]: plain pread, pwrite and fdatasync.
 //! - [`FaultyIo`]: wraps another implementation and injects the faults of the crash model
-//!   (`shared/CRASH-MODEL.md`, SSD part), keeping a model of what was made durable.
+//!   (`docs/CRASH-MODEL.md`, SSD part), keeping a model of what was made durable.
 //!
 //! Everything above this module is generic over `I: SegmentIo`: the same writer and store run
 //! on real I/O and on injected faults, with no dynamic dispatch on the I/O path.
