@@ -1,11 +1,10 @@
 //! Append: lanes, single records and batches.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::MutexGuard;
 use pmem_emul::Pmem;
 
+use super::lane::{bump, bump_signed, LaneGuard};
 use super::Log;
 use crate::cold::ColdTier;
 use crate::error::{EngineError, Result};
@@ -14,7 +13,7 @@ use crate::stream::{BatchStreams, IndexEntry, Loc, Stream};
 use crate::StreamId;
 
 /// Payloads at least this long are copied with non-temporal stores (no flush needed).
-const NT_COPY_MIN_BYTES: usize = 4096;
+pub const NT_COPY_MIN_BYTES: usize = 4096;
 
 /// The segment a lane appends into.
 #[derive(Debug, Clone, Copy)]
@@ -23,25 +22,6 @@ pub(crate) struct OpenSegment {
     pub key: CrcKey,
     pub tail_bytes: u64,
     pub record_count: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Lane {
-    pub lane_index: u16,
-    pub current: Option<OpenSegment>,
-    /// Live records and bytes written into `current` and not yet added to its counters.
-    pub unsettled_records: i64,
-    pub unsettled_bytes: i64,
-    pub appends: u64,
-    pub records: u64,
-    pub bytes: u64,
-    pub fences: u64,
-}
-
-static NEXT_THREAD_LANE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static LANE_HINT: Cell<usize> = Cell::new(NEXT_THREAD_LANE.fetch_add(1, Ordering::Relaxed));
 }
 
 impl<P: Pmem, C: ColdTier> Log<P, C> {
@@ -55,21 +35,6 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         Ok(())
     }
 
-    fn acquire_lane(&self) -> MutexGuard<'_, Lane> {
-        let lane_count = self.lanes.len();
-        let hint = LANE_HINT.with(Cell::get) % lane_count;
-        for step in 0..lane_count {
-            let candidate = (hint + step) % lane_count;
-            if let Some(lane) = self.lanes[candidate].try_lock() {
-                if step != 0 {
-                    LANE_HINT.with(|h| h.set(candidate));
-                }
-                return lane;
-            }
-        }
-        self.lanes[hint].lock()
-    }
-
     /// Appends one record and returns its seq once it and every earlier record of the
     /// stream are durable.
     pub fn append(&self, id: StreamId, payload: &[u8]) -> Result<u64> {
@@ -80,15 +45,15 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let payload_crc = record::payload_crc(payload);
         let size_bytes = record::record_size_bytes(payload.len()) as u64;
         let seq = {
-            let mut lane = self.acquire_lane();
+            let mut lane = self.lanes.acquire();
             let open = self.room_for(&mut lane, size_bytes)?;
             let loc = Loc::new(open.segment, open.tail_bytes as u32);
             let seq = stream.reserve(IndexEntry {
                 loc,
                 size_bytes: size_bytes as u32,
             })?;
-            lane.unsettled_records += 1;
-            lane.unsettled_bytes += size_bytes as i64;
+            bump_signed(&lane.counters().unsettled_records, 1);
+            bump_signed(&lane.counters().unsettled_bytes, size_bytes as i64);
             let header = RecordHeader {
                 stream_id: id.0,
                 seq,
@@ -99,8 +64,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             let offset = self.write_record(&open, &header, payload);
             self.pmem.fence();
             self.advance_lane(&mut lane, offset, size_bytes);
-            lane.appends += 1;
-            lane.fences += 1;
+            bump(&lane.counters().appends, 1);
+            bump(&lane.counters().fences, 1);
             seq
         };
         stream.publish(seq);
@@ -139,7 +104,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             .map(|(_, payload)| record::payload_crc(payload))
             .collect();
         let seqs = {
-            let mut lane = self.acquire_lane();
+            let mut lane = self.lanes.acquire();
             let open = self.room_for(&mut lane, batch_bytes)?;
             let mut entries = Vec::with_capacity(records.len());
             let mut tail_bytes = open.tail_bytes;
@@ -156,8 +121,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 "room_for made room for the whole batch"
             );
             let seqs = Stream::reserve_batch(&batch, &entries)?;
-            lane.unsettled_records += records.len() as i64;
-            lane.unsettled_bytes += batch_bytes as i64;
+            bump_signed(&lane.counters().unsettled_records, records.len() as i64);
+            bump_signed(&lane.counters().unsettled_bytes, batch_bytes as i64);
             let last = records.len() - 1;
             // From here to the fence no locked instruction: each would wait for the
             // write-backs already started, persisting the records one after the other.
@@ -201,8 +166,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             // IMPORTANT: one fence for the whole batch, and the batch fits the torn extent:
             // a crash leaves every record of it, or an incomplete batch recovery drops.
             self.pmem.fence();
-            lane.fences += 1;
-            lane.appends += 1;
+            bump(&lane.counters().fences, 1);
+            bump(&lane.counters().appends, 1);
             seqs
         };
         Stream::publish_batch(&batch, &seqs);
@@ -277,7 +242,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         }
     }
 
-    fn advance_lane(&self, lane: &mut Lane, offset: usize, size_bytes: u64) {
+    fn advance_lane(&self, lane: &mut LaneGuard<'_>, offset: usize, size_bytes: u64) {
         let Some(open) = lane.current.as_mut() else {
             unreachable!("a lane writes only into its open segment");
         };
@@ -288,26 +253,27 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         open.tail_bytes += size_bytes;
         open.record_count += 1;
         debug_assert!(open.tail_bytes <= self.layout.segment_size_bytes);
-        lane.records += 1;
-        lane.bytes += size_bytes;
+        bump(&lane.counters().records, 1);
+        bump(&lane.counters().bytes, size_bytes);
     }
 
     /// Adds what a lane wrote into `segment` to the segment's live counters.
-    fn settle_live(&self, segment: u32, lane: &mut Lane) {
+    fn settle_live(&self, segment: u32, lane: &mut LaneGuard<'_>) {
         let meta = &self.segments[segment as usize];
-        meta.live_records
-            .fetch_add(lane.unsettled_records, Ordering::AcqRel);
-        meta.live_bytes
-            .fetch_add(lane.unsettled_bytes, Ordering::AcqRel);
-        lane.unsettled_records = 0;
-        lane.unsettled_bytes = 0;
+        let counters = lane.counters();
+        let records = counters.unsettled_records.load(Ordering::Relaxed);
+        let bytes = counters.unsettled_bytes.load(Ordering::Relaxed);
+        meta.live_records.fetch_add(records, Ordering::AcqRel);
+        meta.live_bytes.fetch_add(bytes, Ordering::AcqRel);
+        counters.unsettled_records.store(0, Ordering::Relaxed);
+        counters.unsettled_bytes.store(0, Ordering::Relaxed);
     }
 
     /// The lane's open segment, with room for `size_bytes`; seals a full one and opens the
     /// next. Every record of the lane is durable here (each append and batch fences before
     /// it releases the lane), so the seal never covers an unfenced record, and a batch never
     /// spans two segments.
-    fn room_for(&self, lane: &mut Lane, size_bytes: u64) -> Result<OpenSegment> {
+    fn room_for(&self, lane: &mut LaneGuard<'_>, size_bytes: u64) -> Result<OpenSegment> {
         debug_assert!(size_bytes <= self.layout.batch_capacity_bytes());
         if let Some(open) = lane.current {
             if open.tail_bytes + size_bytes <= self.layout.segment_size_bytes {
@@ -315,11 +281,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             }
         }
         let fresh = self.take_segment(lane.lane_index, size_bytes)?;
-        lane.fences += 2; // segment header, then its table entry
+        bump(&lane.counters().fences, 2); // segment header, then its table entry
         if let Some(full) = lane.current.replace(fresh) {
             self.settle_live(full.segment, lane);
             self.seal(full);
-            lane.fences += 1;
+            bump(&lane.counters().fences, 1);
         }
         Ok(fresh)
     }

@@ -3,10 +3,10 @@
 //! # Lanes
 //! Appends go through one of `lane_count` lanes. A lane owns one open segment at a time and
 //! writes one record (or one batch) into it at a time: header + payload, flush, one fence.
-//! A thread keeps using the lane it last got (a thread-local hint) and takes another free
-//! lane with `try_lock` if that one is busy, so appenders on different threads do not wait
-//! for each other while there are at least as many lanes as appending threads. There is no
-//! global lock on the append path: the lane mutex is per lane, the stream mutex per stream.
+//! A thread claims a lane of its own on its first append and keeps it until it exits, so
+//! its appends take no lock for the lane (see `lane`); while every lane but one is owned,
+//! further threads share the remaining lanes, holding one per append. There is no global
+//! lock on the append path: a lane is one thread's at a time, the stream mutex per stream.
 //!
 //! Because a lane starts a record only after the previous one is durable, only the last
 //! write of a lane can be torn by a crash, and a crashed writer can never hide acknowledged
@@ -14,12 +14,13 @@
 //! their own.
 //!
 //! # Ordering within a stream
-//! Seqs are taken under the lane lock and the stream lock, so within a lane a stream's
+//! Seqs are taken while the lane is held and under the stream lock, so within a lane a stream's
 //! records are in seq order; across lanes they may complete out of order. An append is
 //! acknowledged only when its seq and every lower one are durable (see `Stream`), so after a
 //! crash each stream's records form a dense prefix; recovery voids anything past a gap.
 
 mod append;
+mod lane;
 mod migration;
 mod read;
 mod space;
@@ -31,7 +32,9 @@ pub use read::{Record, StreamIter};
 pub use stats::{LogStats, SegmentInfo, TierStats};
 pub use streams::StreamInfo;
 
-pub(crate) use append::{Lane, OpenSegment};
+pub(crate) use append::OpenSegment;
+pub use append::NT_COPY_MIN_BYTES;
+pub(crate) use lane::Lanes;
 pub(crate) use migration::ColdSlot;
 pub(crate) use space::{EntryState, SegmentMeta, Space};
 pub(crate) use stats::Counters;
@@ -43,7 +46,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
 use crossbeam::queue::SegQueue;
-use crossbeam::utils::CachePadded;
 use parking_lot::{Mutex, RwLock};
 use pmem_emul::Pmem;
 
@@ -92,7 +94,7 @@ impl Default for OpenOptions {
 pub struct Log<P: Pmem, C: ColdTier = NoColdTier> {
     pub(crate) pmem: P,
     pub(crate) layout: Layout,
-    pub(crate) lanes: Box<[CachePadded<Mutex<Lane>>]>,
+    pub(crate) lanes: Arc<Lanes>,
     pub(crate) streams: Box<[RwLock<Option<Arc<Stream>>>]>,
     /// Slot states for create/delete; also serializes them (off the append path).
     pub(crate) slots: Mutex<Vec<SlotInfo>>,
@@ -181,14 +183,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
     /// Builds the in-memory skeleton; recovery or create fills it.
     pub(crate) fn assemble(pmem: P, cold: C, layout: Layout, options: OpenOptions) -> Log<P, C> {
         let lane_count = options.lane_count.clamp(1, usize::from(u16::MAX));
-        let lanes = (0..lane_count)
-            .map(|i| {
-                CachePadded::new(Mutex::new(Lane {
-                    lane_index: i as u16,
-                    ..Lane::default()
-                }))
-            })
-            .collect();
+        let lanes = Lanes::new(lane_count);
         let streams = (0..layout.stream_slot_count)
             .map(|_| RwLock::new(None))
             .collect();

@@ -118,13 +118,17 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             ..LogStats::default()
         };
         for lane in self.lanes.iter() {
-            let lane = lane.lock();
-            stats.appends += lane.appends;
-            stats.records_appended += lane.records;
-            stats.bytes_appended += lane.bytes;
-            stats.fences += lane.fences;
-            stats.live_records += lane.unsettled_records as u64;
-            stats.live_bytes += lane.unsettled_bytes as u64;
+            let counters = &lane.counters;
+            stats.appends += counters.appends.load(Ordering::Relaxed);
+            stats.records_appended += counters.records.load(Ordering::Relaxed);
+            stats.bytes_appended += counters.bytes.load(Ordering::Relaxed);
+            stats.fences += counters.fences.load(Ordering::Relaxed);
+            stats.live_records = stats
+                .live_records
+                .wrapping_add_signed(counters.unsettled_records.load(Ordering::Relaxed));
+            stats.live_bytes = stats
+                .live_bytes
+                .wrapping_add_signed(counters.unsettled_bytes.load(Ordering::Relaxed));
         }
         for meta in self.segments.iter() {
             stats.live_records = stats
