@@ -7,7 +7,12 @@
 //! * copy + flush + fence: ordinary stores, cache-line write-back of the payload, `sfence`;
 //! * non-temporal store + fence: `write_nt` (streaming stores) then `sfence`;
 //!
-//! plus the bulk bandwidth of copy + flush + fence with 4 KiB payloads. Payloads go to
+//! plus the bulk bandwidth of copy + flush + fence with 4 KiB payloads, and the *ack floor*:
+//! the rate of one acknowledged record of the engine's real on-media size for this payload
+//! (header and padding included), written as an append must write it (copy + flush, or
+//! non-temporal stores from the engine's threshold on, then one fence) followed by one
+//! locked read-modify-write (an append publishes its record with at least one). No append
+//! can be faster than that; `pstream bench append` reports its rate against it. Payloads go to
 //! successive offsets and wrap around the pool; the pool is pre-faulted first, so page faults
 //! are not measured.
 
@@ -16,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pmem_emul::{Durability, MmapPool, Pmem, PmemError, PoolOptions};
+use pstream_engine::format::record::record_size_bytes;
+use pstream_engine::NT_COPY_MIN_BYTES;
 
 /// Pool size when the caller does not choose one: larger than any last-level cache.
 pub const DEFAULT_POOL_BYTES: usize = 64 << 20;
@@ -65,15 +72,18 @@ pub enum Phase {
     NtFence,
     /// Copy + flush + fence of 4 KiB payloads.
     Bulk4k,
+    /// One record of the engine's on-media size, persisted, then one locked RMW.
+    AckFloor,
 }
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub const ALL: [Phase; 4] = [
+    pub const ALL: [Phase; 5] = [
         Phase::Prefault,
         Phase::CopyFlushFence,
         Phase::NtFence,
         Phase::Bulk4k,
+        Phase::AckFloor,
     ];
 
     /// A short label for progress output.
@@ -83,6 +93,7 @@ impl Phase {
             Phase::CopyFlushFence => "copy + flush + fence",
             Phase::NtFence => "nt store + fence",
             Phase::Bulk4k => "bulk 4 KiB copy + flush",
+            Phase::AckFloor => "ack floor (record + RMW)",
         }
     }
 
@@ -93,6 +104,7 @@ impl Phase {
             Phase::CopyFlushFence => 1,
             Phase::NtFence => 2,
             Phase::Bulk4k => 3,
+            Phase::AckFloor => 4,
         }
     }
 }
@@ -114,6 +126,11 @@ pub struct CeilingReport {
     pub best_method: &'static str,
     /// Bandwidth of copy + flush + fence with 4 KiB payloads, one fence per payload.
     pub bulk_4k_copy_flush_mib_per_sec: f64,
+    /// Records per second acknowledged at the floor: one record of `ack_floor_record_bytes`
+    /// persisted as an append writes it, plus one locked read-modify-write.
+    pub ack_floor_ops_per_sec: f64,
+    /// The engine's on-media size of a record with this payload (header and padding).
+    pub ack_floor_record_bytes: usize,
     /// The flush instruction used (`clwb`, `clflushopt`, `clflush`, `msync`).
     pub flush_instruction: &'static str,
     /// Whether the pool was a real DAX mapping.
@@ -207,7 +224,11 @@ fn validate(config: &CeilingConfig) -> Result<(), CeilingError> {
         return Err(CeilingError::Seconds { seconds });
     }
     let max_bytes = config.pool_bytes;
-    if config.payload_bytes == 0 || config.payload_bytes > max_bytes {
+    // The ack floor writes whole records (header and padding): those must fit too.
+    if config.payload_bytes == 0
+        || config.payload_bytes > max_bytes
+        || record_size_bytes(config.payload_bytes) > max_bytes
+    {
         return Err(CeilingError::PayloadSize {
             payload_bytes: config.payload_bytes,
             max_bytes,
@@ -262,6 +283,22 @@ fn measure_on(
         pool.fence();
     });
 
+    let record_bytes = record_size_bytes(config.payload_bytes);
+    let record: Vec<u8> = (0..record_bytes).map(|i| (i % 239) as u8 ^ 0xA5).collect();
+    let mut cursor = Cursor::new(pool.len_bytes(), record.len());
+    let published = AtomicU64::new(0);
+    let ack_floor = run_for(budget, Phase::AckFloor, progress, || {
+        let offset = cursor.next_offset();
+        if config.payload_bytes >= NT_COPY_MIN_BYTES {
+            pool.write_nt(offset, &record);
+        } else {
+            pool.write(offset, &record);
+            pool.flush(offset, record.len());
+        }
+        pool.fence();
+        published.fetch_add(1, Ordering::AcqRel);
+    });
+
     let copy_flush_fence_ops_per_sec = copy_flush_fence.ops_per_sec();
     let nt_fence_ops_per_sec = nt_fence.ops_per_sec();
     let (best_ops_per_sec, best_method) = if nt_fence_ops_per_sec > copy_flush_fence_ops_per_sec {
@@ -277,6 +314,8 @@ fn measure_on(
         best_ops_per_sec,
         best_method,
         bulk_4k_copy_flush_mib_per_sec: bulk_ops.ops_per_sec() * BULK_PAYLOAD_BYTES as f64 / MIB,
+        ack_floor_ops_per_sec: ack_floor.ops_per_sec(),
+        ack_floor_record_bytes: record_bytes,
         flush_instruction: pool.flush_instruction().as_str(),
         dax: pool.is_dax(),
         guarantee: pool.guarantee().as_str(),
@@ -468,6 +507,11 @@ mod tests {
         let report = measure_ceiling_with(&config, &mut |phase, _| phases.push(phase)).unwrap();
         assert!(report.copy_flush_fence_ops_per_sec > 0.0);
         assert!(report.nt_fence_ops_per_sec > 0.0);
+        assert!(report.ack_floor_ops_per_sec > 0.0);
+        assert_eq!(
+            report.ack_floor_record_bytes,
+            record_size_bytes(config.payload_bytes)
+        );
         assert!(report.bulk_4k_copy_flush_mib_per_sec > 0.0);
         assert!(report.best_ops_per_sec >= report.nt_fence_ops_per_sec);
         assert!(report.best_ops_per_sec >= report.copy_flush_fence_ops_per_sec);

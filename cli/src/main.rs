@@ -94,9 +94,30 @@ struct BenchAppendArgs {
     /// msync per flush: compare with file logs on a disk). The ceiling stays flush + fence
     #[arg(long, value_enum, default_value_t = DurabilityArg::Process)]
     durability: DurabilityArg,
+    /// Who scrubs trimmed space: `background` (threads trim at half their share of the
+    /// pool, a reclaimer thread scrubs ahead of need) or `inline` (threads trim when the
+    /// pool is full and scrub it themselves)
+    #[arg(long, value_enum, default_value_t = ReclaimArg::Background)]
+    reclaim: ReclaimArg,
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     json: bool,
+}
+
+/// `--reclaim` of `pstream bench append`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReclaimArg {
+    Inline,
+    Background,
+}
+
+impl From<ReclaimArg> for pstream::bench::Reclaim {
+    fn from(arg: ReclaimArg) -> Self {
+        match arg {
+            ReclaimArg::Inline => pstream::bench::Reclaim::Inline,
+            ReclaimArg::Background => pstream::bench::Reclaim::Background,
+        }
+    }
 }
 
 /// `--durability` of `pstream bench append`.
@@ -330,6 +351,14 @@ fn print_table(out: &mut impl Write, report: &CeilingReport) -> std::io::Result<
     writeln!(out, "{best_name:<26} {:>14.0}", report.best_ops_per_sec)?;
     writeln!(
         out,
+        "{:<26} {:>14.0} {:>10.1}   ({} B records + one locked RMW)",
+        "ack floor",
+        report.ack_floor_ops_per_sec,
+        1e9 / report.ack_floor_ops_per_sec.max(f64::MIN_POSITIVE),
+        report.ack_floor_record_bytes
+    )?;
+    writeln!(
+        out,
         "{:<26} {:>14} {:>10} {:>12.1}",
         "bulk 4 KiB copy + flush", "", "", report.bulk_4k_copy_flush_mib_per_sec
     )
@@ -365,6 +394,7 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
     config.baseline = args.baseline;
     config.slices = args.slices;
     config.durability = args.durability.into();
+    config.reclaim = args.reclaim.into();
     let bar = phase_bar(args.json, "appending");
     let report = pstream_cli::bench::run_append_bench(&config, &|fraction| {
         bar.set_position((fraction * 1000.0) as u64);
@@ -399,6 +429,11 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
         format!(
             "ratio            {:.2} of the ceiling",
             report.ratio_to_ceiling
+        ),
+        format!(
+            "ack floor        {:.0} records/s ({} B records + one locked RMW, same run); \
+             ratio {:.2}",
+            report.ack_floor_ops_per_sec, report.ack_floor_record_bytes, report.ratio_to_ack_floor
         ),
         format!(
             "persistence      {} with {} (dax: {})",

@@ -36,6 +36,8 @@ fn ceiling_json_reports_positive_figures() {
         "nt_fence_ops_per_sec",
         "best_ops_per_sec",
         "bulk_4k_copy_flush_mib_per_sec",
+        "ack_floor_ops_per_sec",
+        "ack_floor_record_bytes",
         "seconds",
     ] {
         let value = report[field].as_f64();

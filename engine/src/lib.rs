@@ -31,7 +31,7 @@ pub use format::segment::SegmentState;
 pub use int_hash::{IntBuildHasher, IntHasher};
 pub use log::{
     Log, LogConfig, LogStats, MigrationOutcome, OpenOptions, Record, SegmentInfo, StreamInfo,
-    StreamIter, TierStats,
+    StreamIter, TierStats, NT_COPY_MIN_BYTES,
 };
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};

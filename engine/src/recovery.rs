@@ -587,19 +587,21 @@ mod tests {
         .unwrap();
         let s = log.create_stream(b"s").unwrap();
         let t = log.create_stream(b"t").unwrap();
-        {
-            // The lane a thread starts on is a thread-local hint; holding lane 1 makes these
-            // appends take lane 0 whichever hint the test thread drew.
-            let _busy = log.lanes[1].lock();
-            log.append(s, b"s0").unwrap();
-            log.append_batch(&[(s, b"s1"), (s, b"s2")]).unwrap();
-        }
-        let lane0_segment = log.lanes[0].lock().current.map(|c| c.segment).unwrap();
-        {
-            let _busy = log.lanes[0].lock(); // the next batch takes lane 1
-            log.append_batch(&[(s, b"s3"), (t, b"t0")]).unwrap();
-        }
-        let lane1_segment = log.lanes[1].lock().current.map(|c| c.segment).unwrap();
+        // The test thread claims a lane of its own (lane_count 2: at most one lane is
+        // owned); a second thread can only hold the other, shared lane.
+        log.append(s, b"s0").unwrap();
+        log.append_batch(&[(s, b"s1"), (s, b"s2")]).unwrap();
+        std::thread::scope(|scope| {
+            scope.spawn(|| log.append_batch(&[(s, b"s3"), (t, b"t0")]).unwrap());
+        });
+        let segment_of = |id, seq| {
+            let (entry, _) = log.stream(id).unwrap().lookup(seq);
+            entry.unwrap().loc.segment()
+        };
+        let lane0_segment = segment_of(s, 0);
+        let lane1_segment = segment_of(t, 0);
+        assert_eq!(segment_of(s, 2), lane0_segment);
+        assert_eq!(segment_of(s, 3), lane1_segment);
         assert_ne!(lane0_segment, lane1_segment);
         let layout = log.layout;
         let mut image = log.pmem().volatile_image();
