@@ -26,8 +26,8 @@ use pstream_engine::{
 use crate::address::{self, Caller};
 use crate::change::{Change, SnapshotPart, SysRecord, SYS_HEADER_BYTES, SYS_TRAILER_BYTES};
 use crate::codec::DecodeError;
-use crate::error::{Action, AgentError, Result};
-use crate::model::{BundleRef, Event, StreamNo};
+use crate::error::{AgentError, Result};
+use crate::model::{BundleRef, Event};
 use crate::state::{BundleState, State, StreamMeta};
 use crate::Address;
 
@@ -361,6 +361,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         }
     }
 
+    /// The metadata encoded as a snapshot body (seeds the `agent_snapshot` fuzz corpus;
+    /// not a backup format).
+    #[doc(hidden)]
+    pub fn snapshot_body(&self) -> Vec<u8> {
+        self.inner.lock().state.encode_snapshot()
+    }
+
     /// Writes a snapshot now (and trims the system stream before it).
     pub fn snapshot(&self) -> Result<()> {
         let mut inner = self.inner.lock();
@@ -632,71 +639,6 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             }
         }
         inner.counters.trims += trimmed;
-    }
-
-    /// The caller's user must exist, and its client (if any) be registered.
-    pub(crate) fn check_caller(&self, state: &State, caller: &Caller) -> Result<Address> {
-        let user = state
-            .users
-            .get(caller.user_name())
-            .ok_or_else(|| AgentError::UnknownUser {
-                user: caller.user_name().to_owned(),
-            })?;
-        if let Some(client) = caller.client_name() {
-            if !user.clients.contains_key(client) {
-                return Err(AgentError::UnknownClient {
-                    user: caller.user_name().to_owned(),
-                    client: client.to_owned(),
-                });
-            }
-        }
-        Ok(state.address_of(caller.user_name()))
-    }
-
-    /// Looks a bundle up for a caller whose client (if any) must be allowed to see it.
-    pub(crate) fn visible_bundle<'s>(
-        &self,
-        state: &'s State,
-        caller: &Caller,
-        key: &BundleRef,
-        action: Action,
-    ) -> Result<&'s BundleState> {
-        let bundle = state
-            .bundles
-            .get(key)
-            .ok_or_else(|| AgentError::UnknownBundle {
-                bundle: key.to_string(),
-            })?;
-        if !state.client_sees(caller, key, bundle) {
-            return Err(denied(
-                caller,
-                action,
-                "the client was not granted this bundle, or it is addressed to another client",
-            ));
-        }
-        Ok(bundle)
-    }
-
-    pub(crate) fn stream_of<'s>(
-        bundle: &'s BundleState,
-        key: &BundleRef,
-        stream: StreamNo,
-    ) -> Result<&'s StreamMeta> {
-        bundle
-            .streams
-            .get(&stream.0)
-            .ok_or_else(|| AgentError::UnknownStream {
-                bundle: key.to_string(),
-                stream: stream.0,
-            })
-    }
-}
-
-pub(crate) fn denied(caller: &Caller, action: Action, reason: &'static str) -> AgentError {
-    AgentError::PermissionDenied {
-        caller: caller.to_string(),
-        action,
-        reason,
     }
 }
 

@@ -1,15 +1,16 @@
 //! Users, clients, grants, bundles and streams: the calls that change the model.
 //!
-//! Every call checks, in this order: the input is well-formed, the caller exists, the
-//! caller's client (if any) may see the bundle, the caller may do this. Only then is the
-//! change made durable and applied, so a refused call changes nothing.
+//! Every call checks, in this order: the input is well-formed, then the access table
+//! (`access`: the caller exists, sees the bundle and stream, may do this), then the state.
+//! Only then is the change made durable and applied, so a refused call changes nothing.
 
 use pmem_emul::Pmem;
 use pstream_engine::ColdTier;
 use pstream_engine::StreamId;
 
+use crate::access::{self, denied};
 use crate::address::{self, Address, Caller, NamePart};
-use crate::agent::{denied, Agent, DATA_STREAM_LABEL};
+use crate::agent::{Agent, DATA_STREAM_LABEL};
 use crate::change::{Change, StreamCreated};
 use crate::error::{Action, AgentError, Result};
 use crate::model::{
@@ -18,7 +19,7 @@ use crate::model::{
     METADATA_ENTRIES_MAX, METADATA_TOTAL_MAX_BYTES, METADATA_VALUE_MAX_BYTES, RECIPIENTS_MAX,
     STREAM_LABEL_MAX_BYTES,
 };
-use crate::state::{BundleState, State};
+use crate::state::State;
 
 pub(crate) fn check_metadata(metadata: &Metadata) -> Result<()> {
     if metadata.0.len() > METADATA_ENTRIES_MAX {
@@ -64,7 +65,7 @@ fn check_defaults(defaults: &StreamDefaults) -> Result<()> {
     Ok(())
 }
 
-fn check_label(label: &[u8]) -> Result<()> {
+pub(crate) fn check_label(label: &[u8]) -> Result<()> {
     if label.len() > STREAM_LABEL_MAX_BYTES {
         return Err(AgentError::LabelTooLong {
             len_bytes: label.len(),
@@ -72,50 +73,6 @@ fn check_label(label: &[u8]) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// Whether `user` may create streams in a bundle (owner, or the owner's default permissions).
-pub(crate) fn may_create(
-    state: &State,
-    key: &BundleRef,
-    bundle: &BundleState,
-    user: &Address,
-) -> bool {
-    if !state.is_local(key) || !state.is_local_address(user) {
-        return false;
-    }
-    if key.owner() == user {
-        return true;
-    }
-    match &bundle.defaults.creators {
-        Creators::OwnerOnly => false,
-        Creators::Recipients => state
-            .recipient_entry(bundle, user)
-            .is_some_and(|r| r.status == RecipientStatus::Accepted),
-        Creators::Users(users) => users.contains(user.user()),
-        Creators::AnyLocalUser => true,
-    }
-}
-
-/// Whether `user` reads a bundle at all: owner, accepted recipient, or a stream's creator.
-pub(crate) fn is_reader(
-    state: &State,
-    key: &BundleRef,
-    bundle: &BundleState,
-    user: &Address,
-) -> bool {
-    key.owner() == user
-        || state
-            .recipient_entry(bundle, user)
-            .is_some_and(|r| r.status == RecipientStatus::Accepted)
-        || bundle.streams.values().any(|s| s.creator == *user)
-}
-
-/// Whether `user` may see a bundle's metadata.
-fn may_view(state: &State, key: &BundleRef, bundle: &BundleState, user: &Address) -> bool {
-    is_reader(state, key, bundle, user)
-        || state.recipient_entry(bundle, user).is_some()
-        || may_create(state, key, bundle, user)
 }
 
 impl<P: Pmem, C: ColdTier> Agent<P, C> {
@@ -148,14 +105,12 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     pub fn register_client(&self, caller: &Caller, client: &str) -> Result<()> {
         address::check_name(NamePart::Client, client)?;
         let mut inner = self.inner.lock();
-        self.check_caller(&inner.state, caller)?;
-        if caller.client_name().is_some() {
-            return Err(denied(
-                caller,
-                Action::RegisterClient,
-                "only the user itself registers clients",
-            ));
-        }
+        access::user_itself(
+            &inner.state,
+            caller,
+            Action::RegisterClient,
+            "only the user itself registers clients",
+        )?;
         let user = caller.user_name();
         if inner
             .state
@@ -197,15 +152,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     ) -> Result<()> {
         address::check_name(NamePart::Client, client)?;
         let mut inner = self.inner.lock();
-        let user = self.check_caller(&inner.state, caller)?;
-        if caller.client_name().is_some() {
-            return Err(denied(
-                caller,
-                Action::Grant,
-                "only the user itself authorizes clients",
-            ));
-        }
         let state = &inner.state;
+        access::user_itself(
+            state,
+            caller,
+            Action::Grant,
+            "only the user itself authorizes clients",
+        )?;
         let grants = state
             .users
             .get(caller.user_name())
@@ -214,19 +167,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 user: caller.user_name().to_owned(),
                 client: client.to_owned(),
             })?;
-        let bundle = state
-            .bundles
-            .get(key)
-            .ok_or_else(|| AgentError::UnknownBundle {
-                bundle: key.to_string(),
-            })?;
-        if !may_view(state, key, bundle, &user) {
-            return Err(denied(
-                caller,
-                Action::Grant,
-                "the user has no access to this bundle",
-            ));
-        }
+        access::viewed_bundle(state, caller, key)?;
         if grants.contains(key) == grant {
             return Ok(());
         }
@@ -266,7 +207,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         check_metadata(&metadata)?;
         check_defaults(&defaults)?;
         let mut inner = self.inner.lock();
-        let owner = self.check_caller(&inner.state, caller)?;
+        let owner = access::caller_user(&inner.state, caller)?;
         let key = BundleRef::new(&owner, id)?;
         if inner.state.bundles.contains_key(&key) {
             return Err(AgentError::BundleExists {
@@ -286,31 +227,11 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         Ok(key)
     }
 
-    /// The bundle, if the caller is its owner (and the caller's client may see it).
-    fn owned_bundle<'s>(
-        &self,
-        state: &'s State,
-        caller: &Caller,
-        key: &BundleRef,
-        action: Action,
-    ) -> Result<&'s BundleState> {
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, action)?;
-        if key.owner() != &user {
-            return Err(denied(
-                caller,
-                action,
-                "only the bundle's owner may do this",
-            ));
-        }
-        Ok(bundle)
-    }
-
     /// Replaces a bundle's metadata. Owner only.
     pub fn set_metadata(&self, caller: &Caller, key: &BundleRef, metadata: Metadata) -> Result<()> {
         check_metadata(&metadata)?;
         let mut inner = self.inner.lock();
-        let bundle = self.owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
+        let bundle = access::owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
         if bundle.metadata == metadata {
             return Ok(());
         }
@@ -332,7 +253,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     ) -> Result<()> {
         check_defaults(&defaults)?;
         let mut inner = self.inner.lock();
-        let bundle = self.owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
+        let bundle = access::owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
         if bundle.defaults == defaults {
             return Ok(());
         }
@@ -361,7 +282,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             });
         }
         let mut inner = self.inner.lock();
-        let bundle = self.owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
+        let bundle = access::owned_bundle(&inner.state, caller, key, Action::ChangeBundle)?;
         let mut users = std::collections::BTreeSet::new();
         for recipient in recipients {
             let user = recipient.user_address();
@@ -410,15 +331,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     pub fn bundle_info(&self, caller: &Caller, key: &BundleRef) -> Result<BundleInfo> {
         let inner = self.inner.lock();
         let state = &inner.state;
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, Action::ViewBundle)?;
-        if !may_view(state, key, bundle, &user) {
-            return Err(denied(
-                caller,
-                Action::ViewBundle,
-                "the bundle does not concern this user",
-            ));
-        }
+        let (bundle, user) = access::viewed_bundle(state, caller, key)?;
         Ok(BundleInfo {
             bundle: key.clone(),
             metadata: bundle.metadata.clone(),
@@ -428,7 +341,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 .iter()
                 .map(|r| (r.address.clone(), r.status))
                 .collect(),
-            stream_count: bundle.streams.len(),
+            // Only the streams the caller sees: a file drop's count of submissions is the
+            // owner's to know.
+            stream_count: bundle
+                .streams
+                .values()
+                .filter(|meta| access::sees_stream(key, bundle, meta, &user))
+                .count(),
             mirror: !state.is_local(key),
         })
     }
@@ -437,14 +356,11 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     pub fn list_bundles(&self, caller: &Caller) -> Result<Vec<BundleRef>> {
         let inner = self.inner.lock();
         let state = &inner.state;
-        let user = self.check_caller(state, caller)?;
+        let user = access::caller_user(state, caller)?;
         Ok(state
             .bundles
             .iter()
-            .filter(|(key, bundle)| state.client_sees(caller, key, bundle))
-            .filter(|(key, bundle)| {
-                is_reader(state, key, bundle, &user) || may_create(state, key, bundle, &user)
-            })
+            .filter(|(key, bundle)| access::lists_bundle(state, caller, key, bundle, &user))
             .map(|(key, _)| key.clone())
             .collect())
     }
@@ -453,15 +369,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     pub fn inbox(&self, caller: &Caller) -> Result<Vec<Invitation>> {
         let inner = self.inner.lock();
         let state = &inner.state;
-        let user = self.check_caller(state, caller)?;
+        let user = access::caller_user(state, caller)?;
         Ok(state
             .bundles
             .iter()
             .filter_map(|(key, bundle)| {
-                let entry = state.recipient_entry(bundle, &user)?;
-                let for_caller = caller.client_name().is_none()
-                    || entry.address.client() == caller.client_name();
-                (entry.status == RecipientStatus::Pending && for_caller).then(|| Invitation {
+                let entry = access::pending_invitation(caller, bundle, &user)?;
+                Some(Invitation {
                     bundle: key.clone(),
                     recipient: entry.address.clone(),
                     metadata: bundle.metadata.clone(),
@@ -475,29 +389,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// Only the user itself answers.
     pub fn respond(&self, caller: &Caller, key: &BundleRef, accept: bool) -> Result<()> {
         let mut inner = self.inner.lock();
-        let user = self.check_caller(&inner.state, caller)?;
-        if caller.client_name().is_some() {
-            return Err(denied(
-                caller,
-                Action::Respond,
-                "only the user itself accepts or rejects bundles",
-            ));
-        }
-        let bundle = inner
-            .state
-            .bundles
-            .get(key)
-            .ok_or_else(|| AgentError::UnknownBundle {
-                bundle: key.to_string(),
-            })?;
-        let entry =
-            inner
-                .state
-                .recipient_entry(bundle, &user)
-                .ok_or_else(|| AgentError::NotInvited {
-                    bundle: key.to_string(),
-                    user: user.to_string(),
-                })?;
+        let (entry, user) = access::invitation_to_answer(&inner.state, caller, key)?;
         let status = if accept {
             RecipientStatus::Accepted
         } else {
@@ -534,8 +426,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         spec_policy: Option<crate::StreamPolicy>,
         whole: bool,
     ) -> Result<(crate::StreamPolicy, Address)> {
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, Action::CreateStream)?;
+        let (bundle, user) = access::viewed_bundle(state, caller, key)?;
         if !state.is_local(key) {
             return Err(denied(
                 caller,
@@ -543,7 +434,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 "streams of a bundle owned on another agent are written there",
             ));
         }
-        if !may_create(state, key, bundle, &user) {
+        if !access::may_create(state, key, bundle, &user) {
             return Err(denied(
                 caller,
                 Action::CreateStream,
@@ -687,16 +578,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         stream: StreamNo,
         action: Action,
     ) -> Result<(StreamId, u64)> {
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, action)?;
-        let meta = Self::stream_of(bundle, key, stream)?;
-        if meta.creator != user || !state.is_local(key) {
-            return Err(denied(
-                caller,
-                action,
-                "only the stream's creator writes it",
-            ));
-        }
+        let meta = access::written_stream(state, caller, key, stream, action)?;
         if let Some(record_count) = meta.sealed_at {
             return Err(AgentError::StreamSealed {
                 bundle: key.to_string(),
@@ -784,8 +666,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// Deletes a stream and its data. The bundle owner only.
     pub fn delete_stream(&self, caller: &Caller, key: &BundleRef, stream: StreamNo) -> Result<()> {
         let mut inner = self.inner.lock();
-        let bundle = self.owned_bundle(&inner.state, caller, key, Action::DeleteStream)?;
-        let engine_id = StreamId(Self::stream_of(bundle, key, stream)?.engine_id);
+        let bundle = access::owned_bundle(&inner.state, caller, key, Action::DeleteStream)?;
+        let owner = key.owner().clone();
+        let engine_id = StreamId(access::seen_stream(key, bundle, stream, &owner)?.engine_id);
         self.commit(
             &mut inner,
             Change::StreamDeleted {
@@ -802,21 +685,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     pub fn list_streams(&self, caller: &Caller, key: &BundleRef) -> Result<Vec<StreamInfo>> {
         let inner = self.inner.lock();
         let state = &inner.state;
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, Action::ViewBundle)?;
-        if !may_view(state, key, bundle, &user) {
-            return Err(denied(
-                caller,
-                Action::ViewBundle,
-                "the bundle does not concern this user",
-            ));
-        }
+        let (bundle, user) = access::viewed_bundle(state, caller, key)?;
         let mut streams = Vec::new();
         for (&no, meta) in &bundle.streams {
-            let access = state.user_access(key, bundle, meta, &user);
-            if access.is_none() && key.owner() != &user && meta.creator != user {
+            if !access::sees_stream(key, bundle, meta, &user) {
                 continue;
             }
+            let access = access::stream_access(key, bundle, meta, &user);
             let (first_seq, next_seq) = self.bounds(meta)?;
             streams.push(StreamInfo {
                 no: StreamNo(no),
@@ -844,30 +719,21 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     ) -> Result<Vec<u8>> {
         let inner = self.inner.lock();
         let state = &inner.state;
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, Action::Read)?;
-        let meta = Self::stream_of(bundle, key, stream)?;
-        let Some(retention) = state.user_access(key, bundle, meta, &user) else {
+        let (bundle, user) = access::viewed_bundle(state, caller, key)?;
+        let meta = access::seen_stream(key, bundle, stream, &user)?;
+        let Some(retention) = access::stream_access(key, bundle, meta, &user) else {
             return Err(denied(
                 caller,
                 Action::Read,
                 "no read access to this stream",
             ));
         };
-        if retention == Retention::Ephemeral {
-            let taken = bundle
-                .cursors
-                .get(&crate::change::ReaderKey::User(user.clone()))
-                .and_then(|c| c.get(&stream.0))
-                .copied()
-                .unwrap_or(0);
-            if seq < taken {
-                return Err(AgentError::AlreadyTaken {
-                    bundle: key.to_string(),
-                    stream: stream.0,
-                    seq,
-                });
-            }
+        if retention == Retention::Ephemeral && seq < access::taken_up_to(bundle, &user, stream) {
+            return Err(AgentError::AlreadyTaken {
+                bundle: key.to_string(),
+                stream: stream.0,
+                seq,
+            });
         }
         let (first_seq, next_seq) = self.bounds(meta)?;
         if !(first_seq..next_seq).contains(&seq) {

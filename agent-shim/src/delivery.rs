@@ -15,16 +15,15 @@ use crossbeam::channel::{self, Receiver};
 use pmem_emul::Pmem;
 use pstream_engine::ColdTier;
 
+use crate::access::{self, denied};
 use crate::address::{Address, Caller};
-use crate::agent::{denied, Agent, Inner, Subscriber};
-use crate::api::is_reader;
+use crate::agent::{Agent, Inner, Subscriber};
 use crate::change::{Change, ReaderKey};
 use crate::error::{Action, AgentError, Result};
 use crate::model::{
-    BundleRef, Delivery, Event, Invitation, Page, PageLimit, Position, RecipientStatus, Retention,
-    StreamNo,
+    BundleRef, Delivery, Event, Invitation, Page, PageLimit, Position, Retention, StreamNo,
 };
-use crate::state::{BundleState, State};
+use crate::state::BundleState;
 
 /// A push subscription: events arrive on the channel while it is alive. Dropping it
 /// unsubscribes.
@@ -60,30 +59,10 @@ fn cursor_of(bundle: &BundleState, user: &Address) -> Position {
 }
 
 impl<P: Pmem, C: ColdTier> Agent<P, C> {
-    /// The bundle, if the caller reads it.
-    fn readable_bundle<'s>(
-        &self,
-        state: &'s State,
-        caller: &Caller,
-        key: &BundleRef,
-        action: Action,
-    ) -> Result<(&'s BundleState, Address)> {
-        let user = self.check_caller(state, caller)?;
-        let bundle = self.visible_bundle(state, caller, key, action)?;
-        if !is_reader(state, key, bundle, &user) {
-            return Err(denied(
-                caller,
-                action,
-                "the caller does not read this bundle (not a recipient, or not accepted)",
-            ));
-        }
-        Ok((bundle, user))
-    }
-
     /// The caller's durable cursor in a bundle.
     pub fn cursor(&self, caller: &Caller, key: &BundleRef) -> Result<Position> {
         let inner = self.inner.lock();
-        let (bundle, user) = self.readable_bundle(&inner.state, caller, key, Action::Fetch)?;
+        let (bundle, user) = access::read_bundle(&inner.state, caller, key, Action::Fetch)?;
         Ok(cursor_of(bundle, &user))
     }
 
@@ -98,9 +77,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         limit: PageLimit,
     ) -> Result<Page> {
         let mut inner = self.inner.lock();
-        let (bundle, user) = self.readable_bundle(&inner.state, caller, key, Action::Fetch)?;
+        let (bundle, user) = access::read_bundle(&inner.state, caller, key, Action::Fetch)?;
         let start = after.cloned().unwrap_or_else(|| cursor_of(bundle, &user));
-        let page = self.collect_page(&inner.state, key, bundle, &user, &start, limit)?;
+        let page = self.collect_page(key, bundle, &user, &start, limit)?;
         inner.counters.records_delivered += page.items.len() as u64;
         inner.counters.bytes_delivered += page.payload_bytes() as u64;
         Ok(page)
@@ -108,7 +87,6 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
 
     pub(crate) fn collect_page(
         &self,
-        state: &State,
         key: &BundleRef,
         bundle: &BundleState,
         user: &Address,
@@ -123,7 +101,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         };
         let mut bytes = 0usize;
         'streams: for (&no, meta) in &bundle.streams {
-            let Some(retention) = state.user_access(key, bundle, meta, user) else {
+            let Some(retention) = access::stream_access(key, bundle, meta, user) else {
                 continue;
             };
             let stream = StreamNo(no);
@@ -172,7 +150,7 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         position: &Position,
     ) -> Result<()> {
         let state = &inner.state;
-        let (bundle, user) = self.readable_bundle(state, caller, key, Action::Ack)?;
+        let (bundle, user) = access::read_bundle(state, caller, key, Action::Ack)?;
         let current = cursor_of(bundle, &user);
         let mut entries = Vec::new();
         for (&stream, &next_seq) in &position.0 {
@@ -182,13 +160,20 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                     stream: stream.0,
                 });
             }
-            let Some(meta) = bundle.streams.get(&stream.0) else {
-                continue; // deleted since: nothing left to acknowledge
+            // A stream deleted since, or one the caller does not see (answered alike, so an
+            // acknowledgement tells nothing about streams the caller may not see): nothing
+            // to acknowledge.
+            let Some(meta) = bundle
+                .streams
+                .get(&stream.0)
+                .filter(|meta| access::sees_stream(key, bundle, meta, &user))
+            else {
+                continue;
             };
             if next_seq <= current.next_seq(stream) {
                 continue; // cursors never go back; a stale entry is no request
             }
-            if state.user_access(key, bundle, meta, &user).is_none() {
+            if access::stream_access(key, bundle, meta, &user).is_none() {
                 return Err(denied(caller, Action::Ack, "no read access to this stream"));
             }
             let (_, tail) = self.bounds(meta)?;
@@ -222,9 +207,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// Fetches a page from the cursor and acknowledges it in one call (at most once).
     pub fn take(&self, caller: &Caller, key: &BundleRef, limit: PageLimit) -> Result<Page> {
         let mut inner = self.inner.lock();
-        let (bundle, user) = self.readable_bundle(&inner.state, caller, key, Action::Fetch)?;
+        let (bundle, user) = access::read_bundle(&inner.state, caller, key, Action::Fetch)?;
         let start = cursor_of(bundle, &user);
-        let page = self.collect_page(&inner.state, key, bundle, &user, &start, limit)?;
+        let page = self.collect_page(key, bundle, &user, &start, limit)?;
         self.ack_locked(&mut inner, caller, key, &page.next)?;
         inner.counters.records_delivered += page.items.len() as u64;
         inner.counters.bytes_delivered += page.payload_bytes() as u64;
@@ -235,27 +220,23 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// it reads (from its cursor), then every new record and invitation as it happens.
     pub fn subscribe(&self, caller: &Caller) -> Result<Subscription> {
         let mut inner = self.inner.lock();
-        let user = self.check_caller(&inner.state, caller)?;
+        let user = access::caller_user(&inner.state, caller)?;
         let (sender, receiver) = channel::unbounded();
         let mut events = Vec::new();
         let state = &inner.state;
         for (key, bundle) in &state.bundles {
-            if !state.client_sees(caller, key, bundle) {
+            if !access::client_sees(state, caller, key, bundle) {
                 continue;
             }
-            if let Some(entry) = state.recipient_entry(bundle, &user) {
-                let for_caller = caller.client_name().is_none()
-                    || entry.address.client() == caller.client_name();
-                if entry.status == RecipientStatus::Pending && for_caller {
-                    events.push(Event::Invitation(Invitation {
-                        bundle: key.clone(),
-                        recipient: entry.address.clone(),
-                        metadata: bundle.metadata.clone(),
-                    }));
-                }
+            if let Some(entry) = access::pending_invitation(caller, bundle, &user) {
+                events.push(Event::Invitation(Invitation {
+                    bundle: key.clone(),
+                    recipient: entry.address.clone(),
+                    metadata: bundle.metadata.clone(),
+                }));
             }
-            if is_reader(state, key, bundle, &user) {
-                events.extend(self.backlog(state, key, bundle, &user)?);
+            if access::is_reader(key, bundle, &user) {
+                events.extend(self.backlog(key, bundle, &user)?);
             }
         }
         let delivered = events
@@ -275,19 +256,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         Ok(Subscription { receiver })
     }
 
-    fn backlog(
-        &self,
-        state: &State,
-        key: &BundleRef,
-        bundle: &BundleState,
-        user: &Address,
-    ) -> Result<Vec<Event>> {
+    fn backlog(&self, key: &BundleRef, bundle: &BundleState, user: &Address) -> Result<Vec<Event>> {
         let unlimited = PageLimit {
             records_max: usize::MAX,
             bytes_max: usize::MAX,
         };
         let start = cursor_of(bundle, user);
-        let page = self.collect_page(state, key, bundle, user, &start, unlimited)?;
+        let page = self.collect_page(key, bundle, user, &start, unlimited)?;
         Ok(page.items.into_iter().map(Event::Data).collect())
     }
 
@@ -306,10 +281,10 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             .iter_mut()
             .filter(|s| s.alive && s.caller.user_name() == user.user())
         {
-            if !state.client_sees(&subscriber.caller, key, bundle) {
+            if !access::client_sees(state, &subscriber.caller, key, bundle) {
                 continue;
             }
-            match self.backlog(state, key, bundle, user) {
+            match self.backlog(key, bundle, user) {
                 Ok(events) => {
                     counters.records_delivered += events.len() as u64;
                     for event in events {
@@ -351,10 +326,10 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         let mut records: Option<Vec<(u64, Vec<u8>)>> = None;
         for subscriber in subscribers.iter_mut().filter(|s| s.alive) {
             let user = state.address_of(subscriber.caller.user_name());
-            if !state.client_sees(&subscriber.caller, key, bundle) {
+            if !access::client_sees(state, &subscriber.caller, key, bundle) {
                 continue;
             }
-            let Some(retention) = state.user_access(key, bundle, meta, &user) else {
+            let Some(retention) = access::stream_access(key, bundle, meta, &user) else {
                 continue;
             };
             if records.is_none() {
@@ -406,9 +381,8 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         };
         for subscriber in subscribers.iter_mut().filter(|s| s.alive) {
             let user = state.address_of(subscriber.caller.user_name());
-            let concerned =
-                key.owner() == &user || state.user_access(key, bundle, meta, &user).is_some();
-            if concerned && state.client_sees(&subscriber.caller, key, bundle) {
+            let concerned = access::sees_stream(key, bundle, meta, &user);
+            if concerned && access::client_sees(state, &subscriber.caller, key, bundle) {
                 let event = Event::Sealed {
                     bundle: key.clone(),
                     stream,

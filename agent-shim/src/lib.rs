@@ -32,6 +32,7 @@
 
 #![deny(unsafe_code)]
 
+mod access;
 mod address;
 mod agent;
 mod api;
@@ -62,4 +63,4 @@ pub use model::{
     METADATA_VALUE_MAX_BYTES, RECIPIENTS_MAX, STREAM_LABEL_MAX_BYTES,
 };
 pub use outbox::{OutboxBatch, ReceiveReport};
-pub use state::SNAPSHOT_VERSION;
+pub use state::{snapshot_round_trip, SNAPSHOT_VERSION};

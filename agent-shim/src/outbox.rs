@@ -13,14 +13,17 @@ use pmem_emul::Pmem;
 use pstream_engine::ColdTier;
 use pstream_engine::StreamId;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::access;
 use crate::address::{self, Address};
 use crate::agent::{Agent, Inner, DATA_STREAM_LABEL};
-use crate::api::check_metadata;
+use crate::api::{check_label, check_metadata};
 use crate::change::{Change, ReaderKey, StreamCreated};
 use crate::envelope::{Envelope, StreamDescriptor};
 use crate::error::{AgentError, Result};
-use crate::model::{BundleRef, Metadata, PageLimit, StreamNo, STREAM_LABEL_MAX_BYTES};
-use crate::state::State;
+use crate::model::{BundleRef, Metadata, PageLimit, StreamNo};
+use crate::state::{BundleState, State};
 
 /// Envelopes for one peer, to be acknowledged with [`Agent::outbox_ack`] once the peer
 /// has stored them.
@@ -247,28 +250,24 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     }
 
     /// Stores envelopes from the peer agent `from_peer`, durably, in order. Idempotent:
-    /// envelopes applied before are skipped. Envelopes the peer may not send (a bundle it
-    /// does not own, an answer for a recipient elsewhere) are refused before anything is
-    /// applied.
+    /// envelopes applied before are skipped. The whole batch is checked before any of it is
+    /// applied: against the access table (a peer speaks only for its own users and
+    /// bundles, see `access`) and against the state it will meet (each envelope as the
+    /// earlier ones of the batch leave it: a known mirror, no gap, nothing after a seal, a
+    /// stream's descriptor unchanged). A refused batch changes nothing. An engine failure
+    /// while applying (pool full, media error) leaves a durable prefix of the batch applied;
+    /// the sender's retry skips it as duplicates.
     pub fn receive(&self, from_peer: &str, envelopes: &[Envelope]) -> Result<ReceiveReport> {
         address::check_agent_name(from_peer)?;
         let mut inner = self.inner.lock();
-        let agent = inner.state.agent.clone();
-        if from_peer == agent {
+        if from_peer == inner.state.agent {
             return Err(protocol(from_peer, "an agent does not send to itself"));
         }
         for envelope in envelopes {
-            if envelope.sender_agent() != from_peer {
-                return Err(protocol(
-                    from_peer,
-                    format!(
-                        "may not send {envelope:?}: it concerns {}",
-                        envelope.sender_agent()
-                    ),
-                ));
-            }
-            self.check_envelope(&inner.state, from_peer, envelope)?;
+            access::check_envelope(&inner.state, from_peer, envelope)?;
+            self.check_limits(envelope)?;
         }
+        self.plan_receive(&inner.state, from_peer, envelopes)?;
         let mut report = ReceiveReport::default();
         for envelope in envelopes {
             let applied = self.receive_one(&mut inner, from_peer, envelope, &mut report)?;
@@ -282,35 +281,18 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         Ok(report)
     }
 
-    /// Stateless checks of one envelope (limits, addressing).
-    fn check_envelope(&self, state: &State, peer: &str, envelope: &Envelope) -> Result<()> {
+    /// Limits of one envelope's contents (the same as for local calls).
+    fn check_limits(&self, envelope: &Envelope) -> Result<()> {
         match envelope {
-            Envelope::Invite {
-                recipient,
-                metadata,
-                ..
-            } => {
-                check_metadata(metadata)?;
-                if !state.is_local_address(recipient) {
-                    return Err(protocol(
-                        peer,
-                        format!("invitation for {recipient}, who is not here"),
-                    ));
-                }
+            Envelope::Invite { metadata, .. } | Envelope::Metadata { metadata, .. } => {
+                check_metadata(metadata)
             }
-            Envelope::Response { bundle, .. } if !state.is_local(bundle) => {
-                return Err(protocol(
-                    peer,
-                    format!("answer about {bundle}, which is not ours"),
-                ));
-            }
-            Envelope::Metadata { metadata, .. } => check_metadata(metadata)?,
             Envelope::Data {
                 descriptor,
                 payload,
                 ..
             } => {
-                check_descriptor(peer, descriptor)?;
+                check_label(&descriptor.label)?;
                 let max_bytes = self.log.max_payload_bytes();
                 if payload.len() > max_bytes {
                     return Err(AgentError::PayloadTooLarge {
@@ -318,11 +300,141 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                         max_bytes,
                     });
                 }
+                Ok(())
             }
-            Envelope::Sealed { descriptor, .. } => check_descriptor(peer, descriptor)?,
-            _ => {}
+            Envelope::Sealed { descriptor, .. } => check_label(&descriptor.label),
+            _ => Ok(()),
+        }
+    }
+
+    /// Walks a batch against a shadow of the mirrors it touches, as each envelope leaves
+    /// them, and refuses it whole if any envelope would be refused where it stands.
+    /// `receive_one` then meets exactly the states checked here.
+    fn plan_receive(&self, state: &State, peer: &str, envelopes: &[Envelope]) -> Result<()> {
+        let mut shadow: BTreeMap<BundleRef, Option<ShadowBundle>> = BTreeMap::new();
+        for (index, envelope) in envelopes.iter().enumerate() {
+            let refuse = |detail: String| protocol(peer, format!("envelope {index}: {detail}"));
+            let key = envelope.bundle();
+            if !shadow.contains_key(key) {
+                let seen = match state.bundles.get(key) {
+                    Some(bundle) => Some(self.shadow_of(bundle)?),
+                    None => None,
+                };
+                shadow.insert(key.clone(), seen);
+            }
+            let Some(mirror) = shadow.get_mut(key) else {
+                continue; // inserted just above
+            };
+            match envelope {
+                Envelope::Invite { .. } => {
+                    mirror.get_or_insert_with(ShadowBundle::default);
+                }
+                Envelope::Response { .. } => {
+                    if mirror.is_none() {
+                        return Err(refuse(format!("answer about unknown bundle {key}")));
+                    }
+                }
+                Envelope::Metadata { .. } | Envelope::RecipientRemoved { .. } => {}
+                Envelope::StreamDeleted { stream, .. } => {
+                    if let Some(mirror) = mirror {
+                        mirror.streams.remove(&stream.0);
+                        mirror.deleted.insert(stream.0);
+                    }
+                }
+                Envelope::Data {
+                    stream,
+                    descriptor,
+                    seq,
+                    ..
+                } => {
+                    let Some(mirror) = mirror else {
+                        return Err(refuse(format!(
+                            "data for {key}, which was never shared with this agent"
+                        )));
+                    };
+                    if mirror.deleted.contains(&stream.0) {
+                        continue; // late or replayed: a duplicate
+                    }
+                    let copy = mirror.copy_of(*stream, descriptor);
+                    if copy.descriptor != *descriptor {
+                        return Err(refuse(format!("{key} {stream}: its descriptor changed")));
+                    }
+                    if copy.sealed_at.is_some_and(|count| *seq >= count) {
+                        return Err(refuse(format!(
+                            "{key} {stream}: record {seq} after the seal"
+                        )));
+                    }
+                    match copy.next_seq {
+                        Some(next) if *seq > next => {
+                            return Err(refuse(format!(
+                                "{key} {stream}: record {seq} leaves a gap after {next}"
+                            )));
+                        }
+                        Some(next) if *seq < next => {} // a duplicate
+                        _ => copy.next_seq = Some(seq + 1),
+                    }
+                }
+                Envelope::Sealed {
+                    stream,
+                    descriptor,
+                    record_count,
+                    ..
+                } => {
+                    let Some(mirror) = mirror else {
+                        return Err(refuse(format!(
+                            "seal for {key}, which was never shared with this agent"
+                        )));
+                    };
+                    if mirror.deleted.contains(&stream.0) {
+                        continue; // late or replayed: a duplicate
+                    }
+                    let copy = mirror.copy_of(*stream, descriptor);
+                    if copy.descriptor != *descriptor {
+                        return Err(refuse(format!("{key} {stream}: its descriptor changed")));
+                    }
+                    match copy.sealed_at {
+                        Some(count) if count != *record_count => {
+                            return Err(refuse(format!(
+                                "{key} {stream}: sealed at {count}, now at {record_count}"
+                            )));
+                        }
+                        Some(_) => {} // a duplicate
+                        None => {
+                            let held = copy.next_seq.unwrap_or(0);
+                            if held > *record_count {
+                                return Err(refuse(format!(
+                                    "{key} {stream}: sealed at {record_count}, holds {held}"
+                                )));
+                            }
+                            copy.sealed_at = Some(*record_count);
+                        }
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    fn shadow_of(&self, bundle: &BundleState) -> Result<ShadowBundle> {
+        let mut streams = BTreeMap::new();
+        for (&no, meta) in &bundle.streams {
+            let next_seq = match meta.seq_base {
+                Some(_) => Some(self.bounds(meta)?.1),
+                None => None,
+            };
+            streams.insert(
+                no,
+                ShadowStream {
+                    descriptor: meta.descriptor(),
+                    sealed_at: meta.sealed_at,
+                    next_seq,
+                },
+            );
+        }
+        Ok(ShadowBundle {
+            streams,
+            deleted: bundle.deleted_streams.clone(),
+        })
     }
 
     /// Applies one envelope; `false` when it was applied before.
@@ -456,11 +568,14 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         recipient: &Address,
         metadata: &Metadata,
     ) -> Result<bool> {
+        // The user is named once per bundle: an invitation for a user already there (under
+        // this or another client qualification) is a duplicate. (An owner that readdresses
+        // a recipient sends the removal first.)
         let known = inner
             .state
             .bundles
             .get(bundle)
-            .is_some_and(|b| b.recipients.iter().any(|r| r.address == *recipient));
+            .is_some_and(|b| access::recipient_entry(b, &recipient.user_address()).is_some());
         if known {
             return Ok(false);
         }
@@ -501,6 +616,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 format!("data for {bundle}, which was never shared with this agent"),
             ));
         };
+        if state.deleted_streams.contains(&stream.0) {
+            return Ok(false);
+        }
         let Some(meta) = state.streams.get(&stream.0) else {
             // First record of a stream: the engine stream and its record come first, the
             // change record naming them last (a crash before it leaves an orphan).
@@ -584,6 +702,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 format!("seal for {bundle}, which was never shared with this agent"),
             ));
         };
+        if state.deleted_streams.contains(&stream.0) {
+            return Ok(false);
+        }
         match state.streams.get(&stream.0) {
             None => {
                 let engine_id = self.log.create_stream(DATA_STREAM_LABEL)?;
@@ -626,17 +747,32 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     }
 }
 
-fn check_descriptor(peer: &str, descriptor: &StreamDescriptor) -> Result<()> {
-    if descriptor.label.len() > STREAM_LABEL_MAX_BYTES {
-        return Err(AgentError::LabelTooLong {
-            len_bytes: descriptor.label.len(),
-            max_bytes: STREAM_LABEL_MAX_BYTES,
-        });
+/// A mirror as the envelopes of a batch being planned leave it.
+#[derive(Debug, Default)]
+struct ShadowBundle {
+    streams: BTreeMap<u64, ShadowStream>,
+    deleted: BTreeSet<u64>,
+}
+
+impl ShadowBundle {
+    /// The copy of a stream, made from `descriptor` if the mirror has none yet.
+    fn copy_of(&mut self, stream: StreamNo, descriptor: &StreamDescriptor) -> &mut ShadowStream {
+        self.streams
+            .entry(stream.0)
+            .or_insert_with(|| ShadowStream {
+                descriptor: descriptor.clone(),
+                sealed_at: None,
+                next_seq: None,
+            })
     }
-    if !descriptor.policy.shared {
-        return Err(protocol(peer, "a private stream was forwarded"));
-    }
-    Ok(())
+}
+
+#[derive(Debug)]
+struct ShadowStream {
+    descriptor: StreamDescriptor,
+    sealed_at: Option<u64>,
+    /// `None` until the copy holds a record (it starts wherever its first record is).
+    next_seq: Option<u64>,
 }
 
 fn mirror_stream(

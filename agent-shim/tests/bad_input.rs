@@ -319,17 +319,18 @@ fn callers_are_checked_on_every_call() {
         .append(&alice, &bundle, stream, b"private")
         .expect("append");
 
-    // A client the user did not grant sees nothing; an unregistered one does not exist.
+    // A client the user did not grant sees nothing (the bundle is answered as if it did
+    // not exist); an unregistered one does not exist.
     let app = client("alice", "app");
     refused!(
         &agent,
         agent.append(&app, &bundle, stream, b"x"),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.fetch(&app, &bundle, None, PageLimit::default()),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
@@ -352,51 +353,52 @@ fn callers_are_checked_on_every_call() {
         b"private"
     );
 
-    // Other users: not the owner, not invited, not the creator.
+    // Other users: not the owner, not invited, not the creator. The bundle does not
+    // concern them, and they are told exactly what they would be told if it did not exist.
     refused!(
         &agent,
         agent.read(&bob, &bundle, stream, 0),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.fetch(&bob, &bundle, None, PageLimit::default()),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.append(&bob, &bundle, stream, b"x"),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.seal(&bob, &bundle, stream),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.set_metadata(&bob, &bundle, Metadata::new()),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.set_recipients(&bob, &bundle, &[]),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.delete_stream(&bob, &bundle, stream),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.create_stream(&bob, &bundle, StreamSpec::discrete("x")),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,
         agent.bundle_info(&bob, &bundle),
-        AgentError::PermissionDenied { .. }
+        AgentError::UnknownBundle { .. }
     );
     refused!(
         &agent,

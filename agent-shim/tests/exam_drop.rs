@@ -62,9 +62,11 @@ fn check(agent: &Agent<SimPmem>, o: &Oracle) -> Result<(), String> {
         );
         ensure!(file == expected, "submission {} changed", info.no);
         // The student cannot read it back, nobody else can read it at all.
+        // (Another student's submission is answered as if it did not exist.)
         for reader in ["sam", "tia"] {
             match agent.read(&user(reader), bundle, info.no, 0) {
-                Err(AgentError::PermissionDenied { .. }) => {}
+                Err(AgentError::PermissionDenied { .. }) if reader == student => {}
+                Err(AgentError::UnknownStream { .. }) if reader != student => {}
                 other => return Err(format!("{reader} read submission {}: {other:?}", info.no)),
             }
         }
@@ -186,7 +188,7 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
     assert!(matches!(
         env.agent()
             .put_discrete(&user("eve"), &bundle, b"solution.txt", &[b"copied"]),
-        Err(AgentError::PermissionDenied { .. })
+        Err(AgentError::UnknownBundle { .. })
     ));
     let (sam_latest, _) = expected_latest["sam"].clone();
     assert!(matches!(
@@ -195,12 +197,12 @@ fn scenario(mode: Mode, rounds: usize) -> common::Tally {
     ));
     assert!(matches!(
         env.agent().read(&user("tia"), &bundle, sam_latest, 0),
-        Err(AgentError::PermissionDenied { .. })
+        Err(AgentError::UnknownStream { .. })
     ));
     assert!(matches!(
         env.agent()
             .fetch(&client("teacher", "mail"), &bundle, None, ALL),
-        Err(AgentError::PermissionDenied { .. })
+        Err(AgentError::UnknownBundle { .. })
     ));
     assert_eq!(
         env.agent()

@@ -104,7 +104,7 @@ fn check(agent: &Agent<SimPmem>, o: &Oracle) -> Result<(), String> {
     }
     let chat = client("carol", "chat");
     match agent.fetch(&chat, bundle, None, ALL) {
-        Err(AgentError::PermissionDenied { .. }) => {}
+        Err(AgentError::UnknownBundle { .. }) => {}
         other => {
             return Err(format!(
                 "carol's chat client fetched the DeSN bundle: {other:?}"

@@ -1,6 +1,8 @@
 //! Model test: random sequences of shim operations (by random callers, including clients
 //! without grants and unknown users) against an in-memory model of the documented rules.
-//! Every result, error kind and returned byte must match; reopening changes nothing.
+//! Every result, error kind and returned byte must match; reopening changes nothing. An
+//! adversary (hostile peer agents, and users acting on what peers share) runs among them;
+//! its oracle is described with it below. A refused call changes no user's view.
 
 mod common;
 
@@ -10,8 +12,9 @@ use common::config;
 use pmem_emul::SimPmem;
 use proptest::prelude::*;
 use pstream_agent::{
-    Address, Agent, AgentError, BundleRef, Caller, Creators, Metadata, PageLimit, Position,
-    RecipientStatus, Retention, StreamDefaults, StreamKind, StreamNo, StreamPolicy, StreamSpec,
+    Address, Agent, AgentError, BundleRef, Caller, Creators, Envelope, Metadata, PageLimit,
+    Position, RecipientStatus, Retention, StreamDefaults, StreamDescriptor, StreamKind, StreamNo,
+    StreamPolicy, StreamSpec,
 };
 
 const AGENT: &str = "m.example";
@@ -131,6 +134,26 @@ enum Op {
         flavour: usize,
     },
     Reopen,
+    /// A peer agent's batch (see the adversary below).
+    Receive {
+        peer: usize,
+        envelopes: Vec<Env>,
+    },
+    /// An earlier batch, sent again by its peer.
+    Replay {
+        back: usize,
+    },
+    /// A local user answers a peer's invitation.
+    MirrorRespond {
+        caller: usize,
+        owner: usize,
+        accept: bool,
+    },
+    /// A local user takes from a peer's bundle.
+    MirrorTake {
+        caller: usize,
+        owner: usize,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -163,8 +186,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         3 => (c.clone(), o.clone(), f.clone()).prop_map(|(caller, owner, flavour)| Op::Fetch { caller, owner, flavour }),
         3 => (c.clone(), o.clone(), f.clone(), 0u64..3, 0u64..4)
             .prop_map(|(caller, owner, flavour, stream, next_seq)| Op::Ack { caller, owner, flavour, stream, next_seq }),
-        2 => (c, o, f).prop_map(|(caller, owner, flavour)| Op::Take { caller, owner, flavour }),
+        2 => (c.clone(), o, f).prop_map(|(caller, owner, flavour)| Op::Take { caller, owner, flavour }),
         1 => Just(Op::Reopen),
+        6 => (prop_oneof![4 => Just(0usize), 1 => Just(1usize)], proptest::collection::vec(env_strategy(), 1..5))
+            .prop_map(|(peer, envelopes)| Op::Receive { peer, envelopes }),
+        1 => (0usize..8).prop_map(|back| Op::Replay { back }),
+        1 => (c.clone(), 0usize..2, any::<bool>())
+            .prop_map(|(caller, owner, accept)| Op::MirrorRespond { caller, owner, accept }),
+        // Mostly alice on p's bundle (she accepted it in the setup).
+        3 => (prop_oneof![3 => Just(0usize), 1 => c], prop_oneof![3 => Just(0usize), 1 => Just(1usize)])
+            .prop_map(|(caller, owner)| Op::MirrorTake { caller, owner }),
     ]
 }
 
@@ -213,6 +244,7 @@ fn kind(error: &AgentError) -> &'static str {
         AgentError::AckBeyondTail { .. } => "AckBeyondTail",
         AgentError::AlreadyTaken { .. } => "AlreadyTaken",
         AgentError::SeqOutOfRange { .. } => "SeqOutOfRange",
+        AgentError::Protocol { .. } => "Protocol",
         other => panic!("unexpected error {other}"),
     }
 }
@@ -253,8 +285,10 @@ impl Model {
         if !self.bundles.contains_key(key) {
             return Err("UnknownBundle");
         }
-        if !self.client_sees(&user, &client, key) {
-            return Err("PermissionDenied");
+        // A bundle the caller does not see is answered as if it did not exist.
+        let bundle = &self.bundles[key];
+        if !self.client_sees(&user, &client, key) || !Self::may_view(key, bundle, &user) {
+            return Err("UnknownBundle");
         }
         Ok((user, client))
     }
@@ -271,6 +305,30 @@ impl Model {
         key.0 == user
             || Self::status(bundle, user) == Some(RecipientStatus::Accepted)
             || bundle.streams.iter().any(|s| s.creator == user)
+    }
+
+    fn may_view(key: &(String, usize), bundle: &MBundle, user: &str) -> bool {
+        Self::is_reader(key, bundle, user)
+            || Self::status(bundle, user) == Some(RecipientStatus::Pending)
+            || Self::may_create(key, bundle, user)
+    }
+
+    fn sees(key: &(String, usize), bundle: &MBundle, stream: &MStream, user: &str) -> bool {
+        key.0 == user || stream.creator == user || Self::access(key, bundle, stream, user).is_some()
+    }
+
+    /// The stream, if the user sees it (else it is answered as if it did not exist).
+    fn seen<'b>(
+        key: &(String, usize),
+        bundle: &'b MBundle,
+        stream: u64,
+        user: &str,
+    ) -> Result<&'b MStream, &'static str> {
+        bundle
+            .streams
+            .get(stream as usize)
+            .filter(|s| Self::sees(key, bundle, s, user))
+            .ok_or("UnknownStream")
     }
 
     fn may_create(key: &(String, usize), bundle: &MBundle, user: &str) -> bool {
@@ -394,7 +452,7 @@ impl Model {
         let Some(s) = bundle.streams.get(stream as usize) else {
             return Err("UnknownStream");
         };
-        if next_seq <= Self::cursor(bundle, user, stream) {
+        if !Self::sees(key, bundle, s, user) || next_seq <= Self::cursor(bundle, user, stream) {
             return Ok(String::new());
         }
         if Self::access(key, bundle, s, user).is_none() {
@@ -466,9 +524,7 @@ impl Model {
                         )
                     })
                     .collect();
-                bundle
-                    .cursors
-                    .retain(|reader, _| wanted.contains(reader) || *reader == k.0);
+                // Cursors stay: what a removed user took stays taken if it is added back.
                 Ok(String::new())
             }
             Op::Respond {
@@ -482,7 +538,8 @@ impl Model {
                 if client.is_some() {
                     return Err("PermissionDenied");
                 }
-                let bundle = self.bundles.get_mut(&k).ok_or("UnknownBundle")?;
+                // Not invited and no such bundle are one answer.
+                let bundle = self.bundles.get_mut(&k).ok_or("NotInvited")?;
                 let entry = bundle
                     .recipients
                     .iter_mut()
@@ -509,11 +566,8 @@ impl Model {
                     return Err("UnknownClient");
                 }
                 let bundle = self.bundles.get(&k).ok_or("UnknownBundle")?;
-                let may_view = Self::is_reader(&k, bundle, &user)
-                    || Self::status(bundle, &user).is_some()
-                    || Self::may_create(&k, bundle, &user);
-                if !may_view {
-                    return Err("PermissionDenied");
+                if !Self::may_view(&k, bundle, &user) {
+                    return Err("UnknownBundle");
                 }
                 self.grants
                     .entry((user, "app".into()))
@@ -588,10 +642,7 @@ impl Model {
             } => {
                 let k = key(*owner, *flavour);
                 let (user, _) = self.visible(*caller, &k)?;
-                let s = self.bundles[&k]
-                    .streams
-                    .get(*stream as usize)
-                    .ok_or("UnknownStream")?;
+                let s = Self::seen(&k, &self.bundles[&k], *stream, &user)?;
                 if s.creator != user {
                     return Err("PermissionDenied");
                 }
@@ -610,10 +661,7 @@ impl Model {
             } => {
                 let k = key(*owner, *flavour);
                 let (user, _) = self.visible(*caller, &k)?;
-                let s = self.bundles[&k]
-                    .streams
-                    .get(*stream as usize)
-                    .ok_or("UnknownStream")?;
+                let s = Self::seen(&k, &self.bundles[&k], *stream, &user)?;
                 if s.creator != user {
                     return Err("PermissionDenied");
                 }
@@ -634,10 +682,7 @@ impl Model {
                 let k = key(*owner, *flavour);
                 let (user, _) = self.visible(*caller, &k)?;
                 let bundle = &self.bundles[&k];
-                let s = bundle
-                    .streams
-                    .get(*stream as usize)
-                    .ok_or("UnknownStream")?;
+                let s = Self::seen(&k, bundle, *stream, &user)?;
                 let retention = Self::access(&k, bundle, s, &user).ok_or("PermissionDenied")?;
                 if retention == Retention::Ephemeral && *seq < Self::cursor(bundle, &user, *stream)
                 {
@@ -685,7 +730,11 @@ impl Model {
                 }
                 self.ack(&k, &user, *stream, *next_seq)
             }
-            Op::Reopen => Ok(String::new()),
+            Op::Reopen
+            | Op::Receive { .. }
+            | Op::Replay { .. }
+            | Op::MirrorRespond { .. }
+            | Op::MirrorTake { .. } => Ok(String::new()),
         }
     }
 }
@@ -865,6 +914,12 @@ fn run(agent: &mut Option<Agent<SimPmem>>, op: &Op) -> Outcome {
             *agent = Some(reopened);
             Ok(String::new())
         }
+        Op::Receive { .. }
+        | Op::Replay { .. }
+        | Op::MirrorRespond { .. }
+        | Op::MirrorTake { .. } => {
+            unreachable!("adversarial operations run in run_adversary")
+        }
     }
 }
 
@@ -901,6 +956,9 @@ fn final_view(agent: &Agent<SimPmem>, model: &Model) -> Result<(), TestCaseError
                 }
                 Err(AgentError::PermissionDenied { .. }) => {
                     prop_assert!(!Model::is_reader(key, bundle, user));
+                }
+                Err(AgentError::UnknownBundle { .. }) => {
+                    prop_assert!(!Model::may_view(key, bundle, user));
                 }
                 Err(other) => return Err(TestCaseError::fail(format!("{user}: {other}"))),
             }
@@ -974,6 +1032,25 @@ fn setup() -> Vec<Op> {
         continuous: true,
         policy: Some(1),
     });
+    // Peer p shares its bundle with alice and bob; alice accepts.
+    ops.push(Op::Receive {
+        peer: 0,
+        envelopes: vec![
+            Env::Invite {
+                owner: 0,
+                recipient: 0,
+            },
+            Env::Invite {
+                owner: 0,
+                recipient: 1,
+            },
+        ],
+    });
+    ops.push(Op::MirrorRespond {
+        caller: 0,
+        owner: 0,
+        accept: true,
+    });
     ops
 }
 
@@ -990,7 +1067,27 @@ proptest! {
         agent.register_client(&caller(1), "app").expect("client");
         let mut agent = Some(agent);
         let mut model = Model::default();
+        let mut history = Vec::new();
+        let mut ledger = Ledger::default();
         for (step, op) in setup().iter().chain(&ops).enumerate() {
+            let live = agent.as_ref().expect("open");
+            let adversarial = matches!(
+                op,
+                Op::Receive { .. } | Op::Replay { .. } | Op::MirrorRespond { .. } | Op::MirrorTake { .. }
+            );
+            let before = if adversarial { view(live) } else { View::new() };
+            if let Some((peer, result)) = run_adversary(live, op, &mut history) {
+                if std::env::var_os("MODEL_STATS").is_some() {
+                    let name = format!("{op:?}");
+                    let outcome = result.as_ref().map_err(|e| kind(e));
+                    eprintln!("STAT {} {:?}", name.split([' ', '{']).next().unwrap_or(""), outcome);
+                }
+                let after = view(live);
+                check_adversary(live, op, peer, &result, &before, &after)
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
+                ledger.check_and_update(live)?;
+                continue;
+            }
             let expected = model.apply(op);
             if expected.is_ok() {
                 model.trim_all();
@@ -1001,10 +1098,404 @@ proptest! {
                 eprintln!("STAT {} {:?}", name.split([' ', '{']).next().unwrap_or(""), got.as_ref().err());
             }
             prop_assert_eq!(&got, &expected, "step {}: {:?}", step, op);
+            // (A refused local call changing nothing is the model's own check: it changes
+            // nothing on a refusal, and every later result and the final views must match.)
+            ledger.check_and_update(agent.as_ref().expect("open"))?;
         }
         let agent = agent.expect("open");
         final_view(&agent, &model)?;
         let (reopened, _) = Agent::open(agent.close(), config()).expect("reopen");
         final_view(&reopened, &model)?;
     }
+}
+
+// ----- the adversary: peer agents and users acting on mirrors ---------------------------
+//
+// Peers send arbitrary envelopes: genuine ones for their own bundle, and forged ones
+// (creators and recipients on other agents, this agent's users among them; other agents'
+// bundles; gaps, duplicates, out-of-order and replayed batches). Local users answer and
+// take on the mirrors. These operations are not predicted by the model; the oracle is:
+// * a refused envelope batch or call changes no user's (or client's) observable state;
+// * an accepted one changes nothing about bundles owned here (the model keeps predicting
+//   those exactly) nor about mirrors owned by agents other than the sender;
+// * no bundle any local user sees holds a stream created by a user of this agent unless
+//   it is owned here (a peer speaks only for its own users);
+// * an ephemeral record a user took (the highest cursor ever observed, kept by the test,
+//   not the store) is never served to that user again, across reopens.
+
+const PEERS: [&str; 2] = ["p.example", "q.example"];
+
+/// One envelope. `owner`: 0 and 1 the bundle `zed@<peer>/m` of each peer, 2 alice's local
+/// bundle b0. `recipient`: 0..3 the local users, 3 `app:alice` here, 4 `dan@p.example`, 5
+/// `erin@q.example`. `creator`: 0 `zed` of the bundle owner's agent (genuine), 1
+/// `alice` here, 2 `dan@p.example`, 3 `erin@q.example`.
+#[derive(Debug, Clone)]
+enum Env {
+    Invite {
+        owner: usize,
+        recipient: usize,
+    },
+    Response {
+        owner: usize,
+        recipient: usize,
+        accepted: bool,
+    },
+    Metadata {
+        owner: usize,
+        value: u8,
+    },
+    RecipientRemoved {
+        owner: usize,
+        recipient: usize,
+    },
+    Data {
+        owner: usize,
+        stream: u64,
+        creator: usize,
+        seq: u64,
+        relabel: bool,
+    },
+    Sealed {
+        owner: usize,
+        stream: u64,
+        creator: usize,
+        count: u64,
+    },
+    StreamDeleted {
+        owner: usize,
+        stream: u64,
+    },
+}
+
+fn peer_bundle(owner: usize) -> BundleRef {
+    match owner {
+        0 | 1 => BundleRef::new(
+            &Address::new(None, "zed", PEERS[owner]).expect("valid"),
+            "m",
+        )
+        .expect("valid"),
+        _ => bref(0, 0),
+    }
+}
+
+fn remote_address(index: usize) -> Address {
+    match index {
+        0..=2 => Address::new(None, USERS[index], AGENT),
+        3 => Address::new(Some("app"), "alice", AGENT),
+        4 => Address::new(None, "dan", PEERS[0]),
+        _ => Address::new(None, "erin", PEERS[1]),
+    }
+    .expect("valid")
+}
+
+fn descriptor(owner: usize, stream: u64, creator: usize, relabel: bool) -> StreamDescriptor {
+    let creator = match creator {
+        0 => Address::new(None, "zed", peer_bundle(owner).owner().agent()).expect("valid"),
+        1 => remote_address(0),
+        2 => remote_address(4),
+        _ => remote_address(5),
+    };
+    StreamDescriptor {
+        creator,
+        kind: StreamKind::Continuous,
+        policy: if stream % 2 == 0 {
+            StreamPolicy::EPHEMERAL_SHARED
+        } else {
+            StreamPolicy::PERSISTENT_SHARED
+        },
+        label: if relabel {
+            b"t".to_vec()
+        } else {
+            b"s".to_vec()
+        },
+    }
+}
+
+fn envelope(env: &Env) -> Envelope {
+    match *env {
+        Env::Invite { owner, recipient } => Envelope::Invite {
+            bundle: peer_bundle(owner),
+            recipient: remote_address(recipient),
+            metadata: Metadata::new().with("k", "v"),
+        },
+        Env::Response {
+            owner,
+            recipient,
+            accepted,
+        } => Envelope::Response {
+            bundle: peer_bundle(owner),
+            recipient: remote_address(recipient),
+            accepted,
+        },
+        Env::Metadata { owner, value } => Envelope::Metadata {
+            bundle: peer_bundle(owner),
+            metadata: Metadata::new().with("k", vec![value]),
+        },
+        Env::RecipientRemoved { owner, recipient } => Envelope::RecipientRemoved {
+            bundle: peer_bundle(owner),
+            recipient: remote_address(recipient),
+        },
+        Env::Data {
+            owner,
+            stream,
+            creator,
+            seq,
+            relabel,
+        } => Envelope::Data {
+            bundle: peer_bundle(owner),
+            stream: StreamNo(stream),
+            descriptor: descriptor(owner, stream, creator, relabel),
+            seq,
+            payload: vec![owner as u8, stream as u8, seq as u8],
+        },
+        Env::Sealed {
+            owner,
+            stream,
+            creator,
+            count,
+        } => Envelope::Sealed {
+            bundle: peer_bundle(owner),
+            stream: StreamNo(stream),
+            descriptor: descriptor(owner, stream, creator, false),
+            record_count: count,
+        },
+        Env::StreamDeleted { owner, stream } => Envelope::StreamDeleted {
+            bundle: peer_bundle(owner),
+            stream: StreamNo(stream),
+        },
+    }
+}
+
+fn env_strategy() -> impl Strategy<Value = Env> {
+    let owner = prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)];
+    let recipient = prop_oneof![3 => 0usize..3, 1 => 3usize..6];
+    let creator = prop_oneof![8 => Just(0usize), 1 => 1usize..4];
+    let stream = 0u64..3;
+    prop_oneof![
+        2 => (owner.clone(), recipient.clone()).prop_map(|(owner, recipient)| Env::Invite { owner, recipient }),
+        1 => (owner.clone(), recipient.clone(), any::<bool>())
+            .prop_map(|(owner, recipient, accepted)| Env::Response { owner, recipient, accepted }),
+        1 => (owner.clone(), any::<u8>()).prop_map(|(owner, value)| Env::Metadata { owner, value }),
+        1 => (owner.clone(), recipient).prop_map(|(owner, recipient)| Env::RecipientRemoved { owner, recipient }),
+        8 => (owner.clone(), stream.clone(), creator.clone(), 0u64..5, proptest::bool::weighted(0.05))
+            .prop_map(|(owner, stream, creator, seq, relabel)| Env::Data { owner, stream, creator, seq, relabel }),
+        1 => (owner.clone(), stream.clone(), creator, 0u64..5)
+            .prop_map(|(owner, stream, creator, count)| Env::Sealed { owner, stream, creator, count }),
+        1 => (owner, stream).prop_map(|(owner, stream)| Env::StreamDeleted { owner, stream }),
+    ]
+}
+
+/// Every local bundle the model knows of (alice's and bob's) and both peers' bundles.
+fn every_bundle() -> Vec<BundleRef> {
+    let mut all: Vec<BundleRef> = (0..2)
+        .flat_map(|owner| (0..3).map(move |flavour| bref(owner, flavour)))
+        .collect();
+    all.push(peer_bundle(0));
+    all.push(peer_bundle(1));
+    all
+}
+
+/// The observers: the three users and `app:alice`.
+fn observers() -> Vec<Caller> {
+    vec![caller(0), caller(1), caller(2), caller(3)]
+}
+
+const EVERYTHING: PageLimit = PageLimit {
+    records_max: usize::MAX,
+    bytes_max: usize::MAX,
+};
+
+fn shown<T: std::fmt::Debug>(result: Result<T, AgentError>) -> String {
+    match result {
+        Ok(value) => format!("{value:?}"),
+        Err(error) => format!("error {}", kind(&error)),
+    }
+}
+
+/// Everything every observer may see: (observer, bundle or "" for the bundle list and the
+/// inbox) -> what the read-only API shows.
+type View = BTreeMap<(usize, String), String>;
+
+fn view(agent: &Agent<SimPmem>) -> View {
+    let mut view = View::new();
+    for (index, observer) in observers().iter().enumerate() {
+        let local_listed = agent.list_bundles(observer).map(|list| {
+            list.into_iter()
+                .filter(|b| b.owner().agent() == AGENT)
+                .collect::<Vec<_>>()
+        });
+        view.insert((index, String::new()), shown(local_listed));
+        for bundle in every_bundle() {
+            let shows = format!(
+                "info {} | streams {} | cursor {} | fetch {} | invited {}",
+                shown(agent.bundle_info(observer, &bundle)),
+                shown(agent.list_streams(observer, &bundle)),
+                shown(agent.cursor(observer, &bundle)),
+                shown(agent.fetch(observer, &bundle, None, EVERYTHING)),
+                shown(agent.inbox(observer).map(|invitations| {
+                    invitations
+                        .into_iter()
+                        .filter(|i| i.bundle == bundle)
+                        .collect::<Vec<_>>()
+                })),
+            );
+            view.insert((index, bundle.to_string()), shows);
+        }
+    }
+    view
+}
+
+/// The first difference between two views among the keys `keep` selects.
+fn view_diff(before: &View, after: &View, keep: impl Fn(&str) -> bool) -> Option<String> {
+    before
+        .iter()
+        .zip(after)
+        .find(|((key, mine), (_, theirs))| keep(&key.1) && mine != theirs)
+        .map(|((key, mine), (_, theirs))| {
+            format!(
+                "observer {} on {:?}:\n  before {mine}\n  after  {theirs}",
+                key.0, key.1
+            )
+        })
+}
+
+/// Highest "taken up to" ever observed per (user, bundle, stream) of ephemeral streams.
+#[derive(Debug, Default)]
+struct Ledger {
+    taken: BTreeMap<(usize, String, u64), u64>,
+}
+
+impl Ledger {
+    /// Checks that nothing taken is served again, then records what is taken now.
+    fn check_and_update(&mut self, agent: &Agent<SimPmem>) -> Result<(), TestCaseError> {
+        for (user, name) in USERS.iter().enumerate() {
+            let caller = caller(user);
+            for bundle in every_bundle() {
+                let key = bundle.to_string();
+                if let Ok(page) =
+                    agent.fetch(&caller, &bundle, Some(&Position::default()), EVERYTHING)
+                {
+                    for item in page
+                        .items
+                        .iter()
+                        .filter(|d| d.retention == Retention::Ephemeral)
+                    {
+                        let taken = self
+                            .taken
+                            .get(&(user, key.clone(), item.stream.0))
+                            .copied()
+                            .unwrap_or(0);
+                        prop_assert!(
+                            item.seq >= taken,
+                            "{} was served {} {} seq {} again (took up to {})",
+                            name,
+                            key,
+                            item.stream,
+                            item.seq,
+                            taken
+                        );
+                    }
+                }
+                let (Ok(cursor), Ok(streams)) = (
+                    agent.cursor(&caller, &bundle),
+                    agent.list_streams(&caller, &bundle),
+                ) else {
+                    continue;
+                };
+                for info in streams
+                    .iter()
+                    .filter(|i| i.access == Some(Retention::Ephemeral))
+                {
+                    let next = cursor.next_seq(info.no);
+                    let slot = self
+                        .taken
+                        .entry((user, key.clone(), info.no.0))
+                        .or_insert(0);
+                    *slot = (*slot).max(next);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs an adversarial operation; `None` for operations that are not adversarial.
+fn run_adversary(
+    agent: &Agent<SimPmem>,
+    op: &Op,
+    history: &mut Vec<(usize, Vec<Env>)>,
+) -> Option<(usize, Result<(), AgentError>)> {
+    match op {
+        Op::Receive { peer, envelopes } => {
+            history.push((*peer, envelopes.clone()));
+            let batch: Vec<Envelope> = envelopes.iter().map(envelope).collect();
+            Some((*peer, agent.receive(PEERS[*peer], &batch).map(|_| ())))
+        }
+        Op::Replay { back } => {
+            let (peer, envelopes) = history
+                .len()
+                .checked_sub(1 + back % history.len().max(1))
+                .map(|at| history[at].clone())?;
+            let batch: Vec<Envelope> = envelopes.iter().map(envelope).collect();
+            Some((peer, agent.receive(PEERS[peer], &batch).map(|_| ())))
+        }
+        Op::MirrorRespond {
+            caller: c,
+            owner,
+            accept,
+        } => Some((
+            *owner,
+            agent.respond(&caller(*c), &peer_bundle(*owner), *accept),
+        )),
+        Op::MirrorTake { caller: c, owner } => Some((
+            *owner,
+            agent
+                .take(&caller(*c), &peer_bundle(*owner), PAGE)
+                .map(|_| ()),
+        )),
+        _ => None,
+    }
+}
+
+/// The oracle of one adversarial operation by (or about the bundle of) peer `peer`.
+fn check_adversary(
+    agent: &Agent<SimPmem>,
+    op: &Op,
+    peer: usize,
+    result: &Result<(), AgentError>,
+    before: &View,
+    after: &View,
+) -> Result<(), TestCaseError> {
+    if let Err(error) = result {
+        if let Some(diff) = view_diff(before, after, |_| true) {
+            return Err(TestCaseError::fail(format!(
+                "{op:?} was refused ({error}) but changed {diff}"
+            )));
+        }
+        return Ok(());
+    }
+    let sender_bundle = peer_bundle(peer).to_string();
+    if let Some(diff) = view_diff(before, after, |key| key != sender_bundle) {
+        return Err(TestCaseError::fail(format!(
+            "{op:?} from {} changed what it may not: {diff}",
+            PEERS[peer]
+        )));
+    }
+    for observer in observers() {
+        for bundle in every_bundle().iter().filter(|b| b.owner().agent() != AGENT) {
+            let Ok(streams) = agent.list_streams(&observer, bundle) else {
+                continue;
+            };
+            for stream in streams {
+                prop_assert!(
+                    stream.creator.agent() == bundle.owner().agent(),
+                    "{} holds stream {} created by {}",
+                    bundle,
+                    stream.no,
+                    stream.creator
+                );
+            }
+        }
+    }
+    Ok(())
 }

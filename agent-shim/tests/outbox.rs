@@ -194,7 +194,7 @@ fn two_agents_exchange_bundles_through_their_outboxes() {
     pump(&a, &b, SMALL);
     assert!(matches!(
         b.fetch(&desn_bob, &bundle, None, ALL),
-        Err(AgentError::PermissionDenied { .. })
+        Err(AgentError::UnknownBundle { .. })
     ));
 
     // Only the owner's agent may speak for a bundle; a refused delivery changes nothing.

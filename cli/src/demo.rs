@@ -531,7 +531,7 @@ fn microblog(agent: &Store, run: u64, out: &Output) -> Result<MicroblogRun, Demo
     let chat_pushed = data_events(carol_chat.drain(), &bundle).len();
     let chat_fetch = agent.fetch(&app("carol", "chat")?, &bundle, None, PageLimit::default());
     ensure(
-        chat_pushed == 0 && matches!(chat_fetch, Err(AgentError::PermissionDenied { .. })),
+        chat_pushed == 0 && matches!(chat_fetch, Err(AgentError::UnknownBundle { .. })),
         || {
             format!(
                 "carol's chat client saw the post ({chat_pushed} pushed, fetch {:?})",
