@@ -111,11 +111,11 @@ enum ReclaimArg {
     Background,
 }
 
-impl From<ReclaimArg> for pstream::bench::Reclaim {
+impl From<ReclaimArg> for pstream_cli::bench::Reclaim {
     fn from(arg: ReclaimArg) -> Self {
         match arg {
-            ReclaimArg::Inline => pstream::bench::Reclaim::Inline,
-            ReclaimArg::Background => pstream::bench::Reclaim::Background,
+            ReclaimArg::Inline => pstream_cli::bench::Reclaim::Inline,
+            ReclaimArg::Background => pstream_cli::bench::Reclaim::Background,
         }
     }
 }
