@@ -584,17 +584,18 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             recipient: recipient.clone(),
             metadata: metadata.clone(),
         };
-        self.commit(inner, change)?;
         if inner.state.users.contains_key(recipient.user()) {
+            self.commit(inner, change)?;
             self.notify_invitations(inner, bundle, std::slice::from_ref(recipient));
         } else {
-            // Nobody here by that name: answer no, so the owner stops holding data for it.
-            let change = Change::Responded {
+            // Nobody here by that name: answer no (in the same batch: a crash leaves both
+            // or neither), so the owner stops holding data for it.
+            let answer = Change::Responded {
                 bundle: bundle.clone(),
                 recipient: recipient.clone(),
                 accepted: false,
             };
-            self.commit(inner, change)?;
+            self.commit_pair(inner, change, answer)?;
         }
         Ok(true)
     }
@@ -654,14 +655,16 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         let engine_id = StreamId(meta.engine_id);
         let (_, next_seq) = self.bounds(meta)?;
         if meta.seq_base.is_none() {
-            self.commit(
-                inner,
-                Change::StreamRebased {
-                    bundle: bundle.clone(),
-                    stream: stream.0,
-                    seq_base: seq,
-                },
-            )?;
+            // The copy's first record and where it starts, in one atomic batch: a crash
+            // leaves both or neither.
+            let rebased = Change::StreamRebased {
+                bundle: bundle.clone(),
+                stream: stream.0,
+                seq_base: seq,
+            };
+            self.commit_with_record(inner, rebased, engine_id, payload)?;
+            self.after_mirror_append(inner, bundle, stream, seq);
+            return Ok(true);
         } else if seq < next_seq {
             return Ok(false);
         } else if seq > next_seq {
