@@ -385,9 +385,92 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     /// Makes `change` durable, then applies it. The caller has validated it, so `apply`
     /// cannot fail (checked on a copy in debug builds, before anything is written).
     pub(crate) fn commit(&self, inner: &mut Inner, change: Change) -> Result<()> {
+        let bytes = self.change_record(inner, &change)?;
+        // IMPORTANT: durable first; the state changes only once the engine acknowledged.
+        self.log.append(self.sys, &bytes)?;
+        self.apply_committed(inner, &change)
+    }
+
+    /// [`Agent::commit`] of a change together with one record of the data stream `stream`,
+    /// in one engine batch: both are durable or neither is, also across a crash. Returns
+    /// the record's engine seq. When the two do not fit one batch, the change goes first
+    /// and the record after it.
+    pub(crate) fn commit_with_record(
+        &self,
+        inner: &mut Inner,
+        change: Change,
+        stream: StreamId,
+        payload: &[u8],
+    ) -> Result<u64> {
+        let bytes = self.change_record(inner, &change)?;
+        let batch = [(self.sys, bytes.as_slice()), (stream, payload)];
+        let seq = if self.log.batch_ranges(&[bytes.len(), payload.len()]).len() == 1 {
+            let seqs = self.log.append_batch(&batch)?;
+            self.apply_committed(inner, &change)?;
+            seqs.get(1)
+                .copied()
+                .ok_or_else(|| corrupt("a batch of two records returned fewer seqs"))?
+        } else {
+            self.log.append(self.sys, &bytes)?;
+            self.apply_committed(inner, &change)?;
+            self.log.append(stream, payload)?
+        };
+        Ok(seq)
+    }
+
+    /// [`Agent::commit`] of two changes in one engine batch: both are durable or neither
+    /// is, also across a crash. The second is validated against the state the first leaves.
+    pub(crate) fn commit_pair(
+        &self,
+        inner: &mut Inner,
+        first: Change,
+        second: Change,
+    ) -> Result<()> {
+        let first_bytes = self.change_record(inner, &first)?;
+        let mut trial = inner.state.clone();
+        trial
+            .apply(&first)
+            .map_err(|e| corrupt(format!("change does not apply: {e}")))?;
+        let second_bytes = {
+            let after_first = Inner {
+                state: trial,
+                changes_since_snapshot: 0,
+                next_snapshot_id: 0,
+                subscribers: Vec::new(),
+                counters: Counters::default(),
+            };
+            self.change_record(&after_first, &second)?
+        };
+        let lens = [first_bytes.len(), second_bytes.len()];
+        if self.log.batch_ranges(&lens).len() == 1 {
+            let batch = [
+                (self.sys, first_bytes.as_slice()),
+                (self.sys, second_bytes.as_slice()),
+            ];
+            self.log.append_batch(&batch)?;
+            // Both applied before a snapshot may be taken (a snapshot written between them
+            // would follow both records in the log and lack the second).
+            for change in [&first, &second] {
+                inner
+                    .state
+                    .apply(change)
+                    .map_err(|e| corrupt(format!("applying a logged change: {e}")))?;
+            }
+            inner.counters.changes_logged += 1;
+            inner.changes_since_snapshot += 1;
+            self.apply_committed_counted(inner)
+        } else {
+            self.commit(inner, first)?;
+            self.commit(inner, second)
+        }
+    }
+
+    /// The encoded record of a validated change (checked to apply on a copy of the state in
+    /// debug builds, before anything is written).
+    fn change_record(&self, inner: &Inner, change: &Change) -> Result<Vec<u8>> {
         if cfg!(debug_assertions) {
             let mut trial = inner.state.clone();
-            if let Err(error) = trial.apply(&change) {
+            if let Err(error) = trial.apply(change) {
                 debug_assert!(
                     false,
                     "validated change does not apply: {error}: {change:?}"
@@ -409,12 +492,20 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 max_bytes: self.log.max_payload_bytes(),
             });
         }
-        // IMPORTANT: durable first; the state changes only once the engine acknowledged.
-        self.log.append(self.sys, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Applies a change whose record is durable.
+    fn apply_committed(&self, inner: &mut Inner, change: &Change) -> Result<()> {
         inner
             .state
-            .apply(&change)
+            .apply(change)
             .map_err(|e| corrupt(format!("applying a logged change: {e}")))?;
+        self.apply_committed_counted(inner)
+    }
+
+    /// Counts an applied change and writes a snapshot when one is due.
+    fn apply_committed_counted(&self, inner: &mut Inner) -> Result<()> {
         inner.counters.changes_logged += 1;
         inner.changes_since_snapshot += 1;
         if inner.changes_since_snapshot >= self.config.snapshot_every_changes.max(1) {

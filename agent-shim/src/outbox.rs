@@ -347,18 +347,11 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                     seq,
                     ..
                 } => {
-                    let Some(mirror) = mirror else {
-                        return Err(refuse(format!(
-                            "data for {key}, which was never shared with this agent"
-                        )));
-                    };
-                    if mirror.deleted.contains(&stream.0) {
+                    let Some(copy) =
+                        stream_copy(mirror, key, *stream, descriptor).map_err(refuse)?
+                    else {
                         continue; // late or replayed: a duplicate
-                    }
-                    let copy = mirror.copy_of(*stream, descriptor);
-                    if copy.descriptor != *descriptor {
-                        return Err(refuse(format!("{key} {stream}: its descriptor changed")));
-                    }
+                    };
                     if copy.sealed_at.is_some_and(|count| *seq >= count) {
                         return Err(refuse(format!(
                             "{key} {stream}: record {seq} after the seal"
@@ -380,18 +373,11 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                     record_count,
                     ..
                 } => {
-                    let Some(mirror) = mirror else {
-                        return Err(refuse(format!(
-                            "seal for {key}, which was never shared with this agent"
-                        )));
-                    };
-                    if mirror.deleted.contains(&stream.0) {
+                    let Some(copy) =
+                        stream_copy(mirror, key, *stream, descriptor).map_err(refuse)?
+                    else {
                         continue; // late or replayed: a duplicate
-                    }
-                    let copy = mirror.copy_of(*stream, descriptor);
-                    if copy.descriptor != *descriptor {
-                        return Err(refuse(format!("{key} {stream}: its descriptor changed")));
-                    }
+                    };
                     match copy.sealed_at {
                         Some(count) if count != *record_count => {
                             return Err(refuse(format!(
@@ -584,17 +570,18 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             recipient: recipient.clone(),
             metadata: metadata.clone(),
         };
-        self.commit(inner, change)?;
         if inner.state.users.contains_key(recipient.user()) {
+            self.commit(inner, change)?;
             self.notify_invitations(inner, bundle, std::slice::from_ref(recipient));
         } else {
-            // Nobody here by that name: answer no, so the owner stops holding data for it.
-            let change = Change::Responded {
+            // Nobody here by that name: answer no (in the same batch: a crash leaves both
+            // or neither), so the owner stops holding data for it.
+            let answer = Change::Responded {
                 bundle: bundle.clone(),
                 recipient: recipient.clone(),
                 accepted: false,
             };
-            self.commit(inner, change)?;
+            self.commit_pair(inner, change, answer)?;
         }
         Ok(true)
     }
@@ -654,14 +641,16 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         let engine_id = StreamId(meta.engine_id);
         let (_, next_seq) = self.bounds(meta)?;
         if meta.seq_base.is_none() {
-            self.commit(
-                inner,
-                Change::StreamRebased {
-                    bundle: bundle.clone(),
-                    stream: stream.0,
-                    seq_base: seq,
-                },
-            )?;
+            // The copy's first record and where it starts, in one atomic batch: a crash
+            // leaves both or neither.
+            let rebased = Change::StreamRebased {
+                bundle: bundle.clone(),
+                stream: stream.0,
+                seq_base: seq,
+            };
+            self.commit_with_record(inner, rebased, engine_id, payload)?;
+            self.after_mirror_append(inner, bundle, stream, seq);
+            return Ok(true);
         } else if seq < next_seq {
             return Ok(false);
         } else if seq > next_seq {
@@ -754,17 +743,33 @@ struct ShadowBundle {
     deleted: BTreeSet<u64>,
 }
 
-impl ShadowBundle {
-    /// The copy of a stream, made from `descriptor` if the mirror has none yet.
-    fn copy_of(&mut self, stream: StreamNo, descriptor: &StreamDescriptor) -> &mut ShadowStream {
-        self.streams
-            .entry(stream.0)
-            .or_insert_with(|| ShadowStream {
-                descriptor: descriptor.clone(),
-                sealed_at: None,
-                next_seq: None,
-            })
+/// The copy of a stream a data or seal envelope meets (made from `descriptor` if the mirror
+/// has none yet): refused for a bundle never shared with this agent or a descriptor that
+/// changed; `None` for a stream the owner deleted (the envelope is a duplicate).
+fn stream_copy<'m>(
+    mirror: &'m mut Option<ShadowBundle>,
+    key: &BundleRef,
+    stream: StreamNo,
+    descriptor: &StreamDescriptor,
+) -> std::result::Result<Option<&'m mut ShadowStream>, String> {
+    let Some(mirror) = mirror else {
+        return Err(format!("{key} was never shared with this agent"));
+    };
+    if mirror.deleted.contains(&stream.0) {
+        return Ok(None);
     }
+    let copy = mirror
+        .streams
+        .entry(stream.0)
+        .or_insert_with(|| ShadowStream {
+            descriptor: descriptor.clone(),
+            sealed_at: None,
+            next_seq: None,
+        });
+    if copy.descriptor != *descriptor {
+        return Err(format!("{key} {stream}: its descriptor changed"));
+    }
+    Ok(Some(copy))
 }
 
 #[derive(Debug)]

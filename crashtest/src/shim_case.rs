@@ -14,8 +14,19 @@
 //! Permission checks on top (oracle of the documented rules, independent of the live
 //! agent): unknown users and unregistered clients are refused as such, a client never acts
 //! on a bundle its user never granted it, only a stream's creator writes it, a user the
-//! bundle does not concern reads nothing, and an ephemeral record a user took is never
-//! served to that user again.
+//! bundle does not concern reads nothing (answered as if the bundle or stream did not
+//! exist), and an ephemeral record a user took is never served to that user again (the
+//! highest cursor ever observed is kept by the harness; checked after every operation,
+//! reopens included, on bundles owned here and peers' alike).
+//!
+//! The adversary: two peer agents send batches of envelopes, genuine or hostile (forged
+//! creators, recipients and answers, other agents' bundles, gaps, duplicates, seals out
+//! of place, deletions, and earlier batches sent again), and local users answer and take
+//! on what peers share. A refused batch changes no observation; an accepted one changes
+//! nothing owned here and no other peer's bundle; no bundle holds a stream created by a
+//! user of another agent than its owner's; crash images during an accepted batch recover
+//! to the state before it, after it, or after one of its prefixes (each envelope is
+//! durable on its own and redelivery completes the batch), never to anything else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -25,8 +36,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
 use pstream_agent::{
-    Agent, AgentConfig, AgentError, BundleRef, Caller, Creators, Metadata, PageLimit, Position,
-    RecipientStatus, Retention, StreamDefaults, StreamKind, StreamNo, StreamPolicy, StreamSpec,
+    Address, Agent, AgentConfig, AgentError, BundleRef, Caller, Creators, Envelope, Metadata,
+    PageLimit, Position, RecipientStatus, Retention, StreamDefaults, StreamDescriptor, StreamKind,
+    StreamNo, StreamPolicy, StreamSpec,
 };
 use pstream_engine::{LogConfig, OpenOptions};
 
@@ -177,6 +189,23 @@ pub enum ShimOp {
         seq: u8,
     },
     Reopen,
+    /// A batch from the peer agent `PEERS[peer % 2]`, genuine or hostile (see
+    /// [`PeerEnvelope`]); replays are the same operation again.
+    Receive {
+        peer: u8,
+        envelopes: Vec<PeerEnvelope>,
+    },
+    /// A local user answers the invitation to `PEERS[peer % 2]`'s bundle.
+    MirrorRespond {
+        user: u8,
+        peer: u8,
+        accept: bool,
+    },
+    /// A local user takes from `PEERS[peer % 2]`'s bundle.
+    MirrorTake {
+        user: u8,
+        peer: u8,
+    },
 }
 
 impl fmt::Display for ShimOp {
@@ -225,6 +254,25 @@ impl fmt::Display for ShimOp {
             ShimOp::Fetch { at } => write!(f, "fetch: {at}"),
             ShimOp::Read { at, stream, seq } => write!(f, "read #{stream}/{seq}: {at}"),
             ShimOp::Reopen => write!(f, "reopen"),
+            ShimOp::Receive { peer, envelopes } => {
+                write!(f, "receive from {}:", PEERS[usize::from(*peer % 2)])?;
+                for envelope in envelopes {
+                    write!(f, " {envelope}")?;
+                }
+                Ok(())
+            }
+            ShimOp::MirrorRespond { user, peer, accept } => write!(
+                f,
+                "respond accept={accept}: {} on {}'s bundle",
+                USERS[usize::from(*user % 3)],
+                PEERS[usize::from(*peer % 2)]
+            ),
+            ShimOp::MirrorTake { user, peer } => write!(
+                f,
+                "take: {} on {}'s bundle",
+                USERS[usize::from(*user % 3)],
+                PEERS[usize::from(*peer % 2)]
+            ),
         }
     }
 }
@@ -247,7 +295,22 @@ impl ShimOp {
             | ShimOp::Ack { at, .. }
             | ShimOp::Fetch { at }
             | ShimOp::Read { at, .. } => Some(*at),
-            ShimOp::AddUser { .. } | ShimOp::RegisterClient { .. } | ShimOp::Reopen => None,
+            ShimOp::AddUser { .. }
+            | ShimOp::RegisterClient { .. }
+            | ShimOp::Reopen
+            | ShimOp::Receive { .. }
+            | ShimOp::MirrorRespond { .. }
+            | ShimOp::MirrorTake { .. } => None,
+        }
+    }
+
+    /// For an operation of the adversary: the peer whose bundle it may change.
+    fn peer(&self) -> Option<u8> {
+        match self {
+            ShimOp::Receive { peer, .. }
+            | ShimOp::MirrorRespond { peer, .. }
+            | ShimOp::MirrorTake { peer, .. } => Some(*peer % 2),
+            _ => None,
         }
     }
 
@@ -300,11 +363,38 @@ pub fn generate_shim(seed: u64, op_count: usize) -> Vec<ShimOp> {
         sketch.bundles.insert(key, (Vec::new(), Vec::new()));
     }
     ops.push(ShimOp::Grant { at: at(0, 0, 0) });
+    if op_count == 0 {
+        return ops;
+    }
+    // Peer p shares its bundle with alice and bob; alice accepts.
+    let invite = |recipient| PeerEnvelope {
+        kind: 0,
+        owner: 0,
+        recipient,
+        creator: 0,
+        stream: 0,
+        seq: 0,
+    };
+    ops.push(ShimOp::Receive {
+        peer: 0,
+        envelopes: vec![invite(0), invite(1)],
+    });
+    ops.push(ShimOp::MirrorRespond {
+        user: 0,
+        peer: 0,
+        accept: true,
+    });
+    let mut next_seqs = [0u8; 3];
+    let mut batches: Vec<ShimOp> = Vec::new();
     for index in 0..op_count {
         let tag = (index as u32) << 8;
-        let op = match sketch.pick_bundle(&mut rng) {
-            Some(key) if rng.below(5) != 0 => valid_op(&mut rng, &mut sketch, key, tag),
-            _ => random_op(&mut rng, tag),
+        let op = if rng.below(6) == 0 {
+            adversary_op(&mut rng, &mut next_seqs, &mut batches)
+        } else {
+            match sketch.pick_bundle(&mut rng) {
+                Some(key) if rng.below(5) != 0 => valid_op(&mut rng, &mut sketch, key, tag),
+                _ => random_op(&mut rng, tag),
+            }
         };
         ops.push(op);
     }
@@ -464,6 +554,39 @@ fn valid_op(rng: &mut SplitMix64, sketch: &mut Sketch, key: (u8, u8), tag: u32) 
     }
 }
 
+/// A peer's batch (new, or one sent before again), or a local user answering or taking
+/// on a peer's bundle.
+fn adversary_op(
+    rng: &mut SplitMix64,
+    next_seqs: &mut [u8; 3],
+    batches: &mut Vec<ShimOp>,
+) -> ShimOp {
+    match rng.below(10) {
+        0 | 1 if !batches.is_empty() => batches[rng.below(batches.len() as u64) as usize].clone(),
+        2 => ShimOp::MirrorRespond {
+            user: rng.below(3) as u8,
+            peer: u8::from(rng.below(4) == 0),
+            accept: rng.below(4) != 0,
+        },
+        3 | 4 => ShimOp::MirrorTake {
+            user: if rng.below(3) == 0 {
+                rng.below(3) as u8
+            } else {
+                0
+            },
+            peer: u8::from(rng.below(4) == 0),
+        },
+        _ => {
+            let batch = ShimOp::Receive {
+                peer: u8::from(rng.below(5) == 0),
+                envelopes: random_batch(rng, next_seqs),
+            };
+            batches.push(batch.clone());
+            batch
+        }
+    }
+}
+
 /// Any operation by any caller on any bundle.
 fn random_op(rng: &mut SplitMix64, tag: u32) -> ShimOp {
     let caller = match rng.below(12) {
@@ -510,6 +633,163 @@ fn random_op(rng: &mut SplitMix64, tag: u32) -> ShimOp {
     }
 }
 
+// ----- the adversary: peer agents ------------------------------------------------------
+
+/// The peer agents of a shim case; each owns a bundle `zed@<peer>/m` it shares here.
+pub const PEERS: [&str; 2] = ["p.example", "q.example"];
+
+/// One envelope a peer sends, in a compact form the generator and the fuzz target draw.
+/// `kind`: 0 invitation, 1 answer, 2 metadata, 3 recipient removed, 4 data, 5 seal, 6
+/// stream deleted. `owner`: 0 and 1 the peers' bundles, 2 alice's local `b0`.
+/// `recipient`: 0..3 the local users, 3 `dan@p.example`, 4 `erin@q.example`. `creator`: 0
+/// `zed` of the bundle owner's agent (genuine), 1 `alice` here, 2 `dan@p.example`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerEnvelope {
+    pub kind: u8,
+    pub owner: u8,
+    pub recipient: u8,
+    pub creator: u8,
+    pub stream: u8,
+    pub seq: u8,
+}
+
+impl fmt::Display for PeerEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = [
+            "invite", "answer", "metadata", "removed", "data", "seal", "deleted",
+        ][usize::from(self.kind % 7)];
+        write!(
+            f,
+            "{kind}(bundle {}, recipient {}, creator {}, #{}/{})",
+            self.owner % 3,
+            self.recipient % 5,
+            self.creator % 3,
+            self.stream % 3,
+            self.seq
+        )
+    }
+}
+
+fn peer_bundle(agent: &str, owner: u8) -> pstream_agent::Result<BundleRef> {
+    let owner = usize::from(owner % 3);
+    let address = match owner {
+        0 | 1 => Address::new(None, "zed", PEERS[owner])?,
+        _ => Address::new(None, USERS[0], agent)?,
+    };
+    Ok(BundleRef::new(
+        &address,
+        if owner == 2 { BUNDLE_IDS[0] } else { "m" },
+    )?)
+}
+
+fn peer_address(agent: &str, index: u8) -> pstream_agent::Result<Address> {
+    Ok(match index % 5 {
+        index @ 0..=2 => Address::new(None, USERS[usize::from(index)], agent)?,
+        3 => Address::new(None, "dan", PEERS[0])?,
+        _ => Address::new(None, "erin", PEERS[1])?,
+    })
+}
+
+fn to_envelope(agent: &str, spec: &PeerEnvelope) -> pstream_agent::Result<Envelope> {
+    let bundle = peer_bundle(agent, spec.owner)?;
+    let stream = StreamNo(u64::from(spec.stream % 3));
+    let owner_agent = bundle.owner().agent().to_owned();
+    let descriptor = || -> pstream_agent::Result<StreamDescriptor> {
+        let creator = match spec.creator % 3 {
+            0 => Address::new(None, "zed", &owner_agent)?,
+            1 => Address::new(None, USERS[0], agent)?,
+            _ => peer_address(agent, 3)?,
+        };
+        Ok(StreamDescriptor {
+            creator,
+            kind: StreamKind::Continuous,
+            policy: if stream.0 % 2 == 0 {
+                StreamPolicy::EPHEMERAL_SHARED
+            } else {
+                StreamPolicy::PERSISTENT_SHARED
+            },
+            label: b"s".to_vec(),
+        })
+    };
+    Ok(match spec.kind % 7 {
+        0 => Envelope::Invite {
+            bundle,
+            recipient: peer_address(agent, spec.recipient)?,
+            metadata: Metadata::new().with("kind", "mirror"),
+        },
+        1 => Envelope::Response {
+            bundle,
+            recipient: peer_address(agent, spec.recipient)?,
+            accepted: spec.seq % 2 == 0,
+        },
+        2 => Envelope::Metadata {
+            bundle,
+            metadata: Metadata::new().with("v", vec![spec.seq]),
+        },
+        3 => Envelope::RecipientRemoved {
+            bundle,
+            recipient: peer_address(agent, spec.recipient)?,
+        },
+        4 => Envelope::Data {
+            bundle,
+            stream,
+            descriptor: descriptor()?,
+            seq: u64::from(spec.seq),
+            payload: payload_bytes(16 + u32::from(spec.seq), u32::from(spec.stream) << 8),
+        },
+        5 => Envelope::Sealed {
+            bundle,
+            stream,
+            descriptor: descriptor()?,
+            record_count: u64::from(spec.seq),
+        },
+        _ => Envelope::StreamDeleted { bundle, stream },
+    })
+}
+
+/// A batch from peer `peer % 2`: mostly data for its own bundle, in order from where the
+/// generator believes its streams are, with forgeries, gaps and other kinds mixed in.
+fn random_batch(rng: &mut SplitMix64, next_seqs: &mut [u8; 3]) -> Vec<PeerEnvelope> {
+    let count = 1 + rng.below(4) as usize;
+    (0..count)
+        .map(|_| {
+            let stream = rng.below(3) as u8;
+            let kind = match rng.below(16) {
+                0 => 0,
+                1 => 1,
+                2 => 2,
+                3 => 3,
+                4 => 5,
+                5 => 6,
+                _ => 4,
+            };
+            let seq = if kind == 4 && rng.below(5) != 0 {
+                let seq = next_seqs[usize::from(stream)];
+                next_seqs[usize::from(stream)] = seq.saturating_add(1);
+                seq
+            } else {
+                rng.below(6) as u8
+            };
+            PeerEnvelope {
+                kind,
+                owner: if rng.below(8) == 0 {
+                    1 + rng.below(2) as u8
+                } else {
+                    0
+                },
+                recipient: rng.below(5) as u8,
+                creator: if rng.below(10) == 0 {
+                    1 + rng.below(2) as u8
+                } else {
+                    0
+                },
+                stream,
+                seq,
+            }
+        })
+        .collect()
+}
+
 // ----- observations --------------------------------------------------------------------
 
 /// Everything the read-only API shows of one stream.
@@ -545,6 +825,8 @@ struct Observation {
     app_bundles: Shown<Vec<String>>,
     /// By (owner, bundle index): the bundle, or why its owner cannot see it.
     bundles: Vec<((u8, u8), Shown<BundleObs>)>,
+    /// By peer, per local user: what the user sees of the peer's bundle here.
+    mirrors: Vec<Vec<String>>,
 }
 
 impl Observation {
@@ -580,6 +862,12 @@ impl Observation {
                 return text.chars().take(2000).collect();
             }
         }
+        for (peer, (mine, theirs)) in self.mirrors.iter().zip(&other.mirrors).enumerate() {
+            if mine != theirs {
+                let text = format!("{}'s bundle: {mine:?}\n  vs {theirs:?}", PEERS[peer]);
+                return text.chars().take(2000).collect();
+            }
+        }
         "no difference".to_owned()
     }
 }
@@ -590,6 +878,9 @@ struct Universe {
     callers: Vec<Caller>,
     users: Vec<Caller>,
     bundles: BTreeMap<(u8, u8), BundleRef>,
+    agent_name: String,
+    /// The peers' bundles, by peer.
+    mirrors: Vec<BundleRef>,
 }
 
 impl Universe {
@@ -610,10 +901,14 @@ impl Universe {
                 bundles.insert((owner, bundle), key);
             }
         }
+        let agent_name = agent.name();
+        let mirrors = vec![peer_bundle(&agent_name, 0)?, peer_bundle(&agent_name, 1)?];
         Ok(Universe {
             callers,
             users,
             bundles,
+            agent_name,
+            mirrors,
         })
     }
 
@@ -644,6 +939,7 @@ fn kind(error: &AgentError) -> Option<&'static str> {
         AgentError::AckBeyondTail { .. } => "AckBeyondTail",
         AgentError::AlreadyTaken { .. } => "AlreadyTaken",
         AgentError::SeqOutOfRange { .. } => "SeqOutOfRange",
+        AgentError::Protocol { .. } => "Protocol",
         _ => return None,
     })
 }
@@ -668,11 +964,67 @@ fn observe(agent: &Agent<SimPmem>, universe: &Universe) -> Observation {
             )
         })
         .collect();
+    let mirrors = universe
+        .mirrors
+        .iter()
+        .map(|mirror| {
+            universe
+                .users
+                .iter()
+                .map(|user| observe_mirror(agent, user, mirror))
+                .collect()
+        })
+        .collect();
     Observation {
         users: agent.users(),
         app_bundles,
         bundles,
+        mirrors,
     }
+}
+
+/// Everything a user sees of a peer's bundle (payloads hashed).
+fn observe_mirror(agent: &Agent<SimPmem>, user: &Caller, mirror: &BundleRef) -> String {
+    let everything = PageLimit {
+        records_max: usize::MAX,
+        bytes_max: usize::MAX,
+    };
+    let shown = |text: pstream_agent::Result<String>| match text {
+        Ok(text) => text,
+        Err(error) => kind_or_unexpected(&error).to_owned(),
+    };
+    format!(
+        "info {} | streams {} | cursor {} | fetch {} | inbox {}",
+        shown(agent.bundle_info(user, mirror).map(|info| format!(
+            "{:?} {:?} {}",
+            info.metadata, info.recipients, info.stream_count
+        ))),
+        shown(agent.list_streams(user, mirror).map(|streams| {
+            let streams: Vec<_> = streams
+                .iter()
+                .map(|s| {
+                    (
+                        s.no.0,
+                        s.creator.to_string(),
+                        s.sealed_at,
+                        s.first_seq,
+                        s.next_seq,
+                    )
+                })
+                .collect();
+            format!("{streams:?}")
+        })),
+        shown(agent.cursor(user, mirror).map(|c| format!("{:?}", c.0))),
+        shown(
+            agent
+                .fetch(user, mirror, None, everything)
+                .map(|page| page_summary(&page))
+        ),
+        shown(agent.inbox(user).map(|inbox| {
+            let mine = inbox.iter().filter(|i| i.bundle == *mirror).count();
+            mine.to_string()
+        })),
+    )
 }
 
 fn observe_bundle(
@@ -889,6 +1241,9 @@ struct Runner {
     universe: Universe,
     /// Bundles `app:alice` was ever granted (or created).
     granted: BTreeSet<(u8, u8)>,
+    /// Per (user, bundle, stream) of ephemeral streams: the highest "taken up to" ever
+    /// observed (kept here, not read back from the store).
+    taken: BTreeMap<(usize, String, u64), u64>,
 }
 
 type OpResult = std::result::Result<String, &'static str>;
@@ -931,6 +1286,29 @@ impl Runner {
                 ShimOp::RegisterClient { user } => agent
                     .register_client(u.caller(*user % 3), "app")
                     .map(|()| String::new()),
+                ShimOp::Receive { peer, envelopes } => {
+                    let mut batch = Vec::with_capacity(envelopes.len());
+                    for spec in envelopes {
+                        batch.push(to_envelope(&u.agent_name, spec)?);
+                    }
+                    agent
+                        .receive(PEERS[usize::from(*peer % 2)], &batch)
+                        .map(|report| format!("{report:?}"))
+                }
+                ShimOp::MirrorRespond { user, peer, accept } => agent
+                    .respond(
+                        u.caller(*user % 3),
+                        &u.mirrors[usize::from(*peer % 2)],
+                        *accept,
+                    )
+                    .map(|()| String::new()),
+                ShimOp::MirrorTake { user, peer } => agent
+                    .take(
+                        u.caller(*user % 3),
+                        &u.mirrors[usize::from(*peer % 2)],
+                        PAGE,
+                    )
+                    .map(|page| page_summary(&page)),
                 _ => Ok(String::new()),
             };
         };
@@ -1019,9 +1397,12 @@ impl Runner {
             ShimOp::Read { stream, seq, .. } => agent
                 .read(caller, key, StreamNo(u64::from(*stream)), u64::from(*seq))
                 .map(|payload| format!("{:x}", hash_bytes(&payload))),
-            ShimOp::AddUser { .. } | ShimOp::RegisterClient { .. } | ShimOp::Reopen => {
-                Ok(String::new())
-            }
+            ShimOp::AddUser { .. }
+            | ShimOp::RegisterClient { .. }
+            | ShimOp::Reopen
+            | ShimOp::Receive { .. }
+            | ShimOp::MirrorRespond { .. }
+            | ShimOp::MirrorTake { .. } => Ok(String::new()),
         }
     }
 
@@ -1051,10 +1432,20 @@ impl Runner {
         if at.caller % CALLER_COUNT == APP_CALLER {
             // Every call but creating a bundle looks the bundle up for the client first.
             let creates = matches!(op, ShimOp::CreateBundle { .. });
-            if !creates && !self.granted.contains(&key) {
+            let users_only = matches!(
+                op,
+                ShimOp::Grant { .. } | ShimOp::Revoke { .. } | ShimOp::Respond { .. }
+            );
+            if users_only {
                 return expect(
                     "PermissionDenied",
-                    "the client was never granted the bundle",
+                    "only the user itself grants, revokes and answers",
+                );
+            }
+            if !creates && !self.granted.contains(&key) {
+                return expect(
+                    "UnknownBundle",
+                    "the client was never granted the bundle (answered as if it did not exist)",
                 );
             }
             return Ok(());
@@ -1076,14 +1467,34 @@ impl Runner {
         else {
             return Ok(());
         };
+        // What the caller may not see is answered as if it did not exist: a bundle it is
+        // not concerned by, a stream it neither owns, created nor reads.
+        let sees_bundle = user == owner
+            || bundle
+                .recipients
+                .iter()
+                .any(|(u, s)| u == user && *s != RecipientStatus::Rejected)
+            || bundle.streams.iter().any(|s| s.creator == user);
+        let sees_stream =
+            user == owner || stream.creator == user || (accepted && stream.policy.shared);
         match op {
             ShimOp::Append { .. } | ShimOp::AppendBatch { .. } | ShimOp::Seal { .. }
                 if stream.creator != user =>
             {
-                expect("PermissionDenied", "only the creator writes a stream")
+                if !sees_bundle {
+                    expect("UnknownBundle", "the bundle does not concern the writer")
+                } else if !sees_stream {
+                    expect("UnknownStream", "the stream does not concern the writer")
+                } else {
+                    expect("PermissionDenied", "only the creator writes a stream")
+                }
             }
             ShimOp::Read { .. } if user != owner && stream.creator != user && !accepted => {
-                expect("PermissionDenied", "the bundle does not concern the reader")
+                if sees_bundle {
+                    expect("UnknownStream", "the stream does not concern the reader")
+                } else {
+                    expect("UnknownBundle", "the bundle does not concern the reader")
+                }
             }
             _ => Ok(()),
         }
@@ -1141,6 +1552,111 @@ impl Runner {
         Ok(())
     }
 
+    /// The adversary's oracle: a batch a peer got accepted (or a local user's answer or
+    /// take on a peer's bundle) changes nothing owned here and no other peer's bundle, and
+    /// no bundle holds a stream created by a user of another agent than its owner's. (A
+    /// refused one changes nothing at all: the general check.)
+    fn check_adversary(
+        &self,
+        op: &ShimOp,
+        result: &OpResult,
+        before: &Observation,
+        after: &Observation,
+    ) -> std::result::Result<(), String> {
+        let Some(peer) = op.peer() else {
+            return Ok(());
+        };
+        if result.is_err() {
+            return Ok(());
+        }
+        if before.users != after.users
+            || before.app_bundles != after.app_bundles
+            || before.bundles != after.bundles
+        {
+            return Err(format!(
+                "{op} changed what is owned here: {}",
+                before.diff(after)
+            ));
+        }
+        for (index, (mine, theirs)) in before.mirrors.iter().zip(&after.mirrors).enumerate() {
+            if index != usize::from(peer) && mine != theirs {
+                return Err(format!("{op} changed {}'s bundle", PEERS[index]));
+            }
+        }
+        let agent = self.agent()?;
+        for mirror in &self.universe.mirrors {
+            for user in &self.universe.users {
+                let Ok(streams) = agent.list_streams(user, mirror) else {
+                    continue;
+                };
+                if let Some(forged) = streams
+                    .iter()
+                    .find(|s| s.creator.agent() != mirror.owner().agent())
+                {
+                    return Err(format!(
+                        "{op}: {mirror} holds stream {} created by {}",
+                        forged.no, forged.creator
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing ephemeral a user took is ever served to it again (here bundles and peers'
+    /// alike, across reopens); then notes what each user has taken now.
+    fn check_ledger(&mut self, op: &ShimOp) -> std::result::Result<(), String> {
+        let Some(agent) = self.agent.as_ref() else {
+            return Err("the agent is closed".to_owned());
+        };
+        let everything = PageLimit {
+            records_max: usize::MAX,
+            bytes_max: usize::MAX,
+        };
+        let universe = &self.universe;
+        for (index, user) in universe.users.iter().enumerate() {
+            for bundle in universe.bundles.values().chain(&universe.mirrors) {
+                let name = bundle.to_string();
+                if let Ok(page) = agent.fetch(user, bundle, Some(&Position::default()), everything)
+                {
+                    for item in page
+                        .items
+                        .iter()
+                        .filter(|d| d.retention == Retention::Ephemeral)
+                    {
+                        let taken = self
+                            .taken
+                            .get(&(index, name.clone(), item.stream.0))
+                            .copied()
+                            .unwrap_or(0);
+                        if item.seq < taken {
+                            return Err(format!(
+                                "after {op}: {user} is served {name} {} seq {} again (took up to {taken})",
+                                item.stream, item.seq
+                            ));
+                        }
+                    }
+                }
+                let (Ok(cursor), Ok(streams)) =
+                    (agent.cursor(user, bundle), agent.list_streams(user, bundle))
+                else {
+                    continue;
+                };
+                for info in streams
+                    .iter()
+                    .filter(|i| i.access == Some(Retention::Ephemeral))
+                {
+                    let slot = self
+                        .taken
+                        .entry((index, name.clone(), info.no.0))
+                        .or_insert(0);
+                    *slot = (*slot).max(cursor.next_seq(info.no));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn note_grants(&mut self, op: &ShimOp, result: &OpResult) {
         if result.is_err() {
             return;
@@ -1167,6 +1683,35 @@ fn page_summary(page: &pstream_agent::Page) -> String {
     format!("{items:?} more={}", page.more)
 }
 
+/// For a batch of several envelopes: the observation digests after each proper prefix of
+/// it, applied one envelope at a time to a copy of the store (stopping at the first
+/// refusal: a refused batch applies nothing).
+fn prefix_digests(runner: &Runner, op: &ShimOp) -> std::result::Result<Vec<u64>, String> {
+    let ShimOp::Receive { peer, envelopes } = op else {
+        return Ok(Vec::new());
+    };
+    if envelopes.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let agent = runner.agent()?;
+    let image = agent.engine().pmem().persisted_image();
+    let (copy, _) = Agent::open(SimPmem::from_image(image), shim_config())
+        .map_err(|e| format!("{op}: opening a copy for its prefixes: {e}"))?;
+    let universe = &runner.universe;
+    let mut digests = Vec::new();
+    for spec in &envelopes[..envelopes.len() - 1] {
+        let envelope = to_envelope(&universe.agent_name, spec).map_err(|e| format!("{op}: {e}"))?;
+        if copy
+            .receive(PEERS[usize::from(*peer % 2)], &[envelope])
+            .is_err()
+        {
+            break;
+        }
+        digests.push(observe(&copy, universe).digest());
+    }
+    Ok(digests)
+}
+
 /// Runs `ops` on a fresh agent, checking crash images at fences (see the module docs).
 pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<ShimRun> {
     let agent = Agent::create(SimPmem::new(POOL_BYTES), "crash.example", shim_config())?;
@@ -1183,6 +1728,7 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
         agent: Some(agent),
         universe,
         granted: BTreeSet::new(),
+        taken: BTreeMap::new(),
     };
     let mut trace = TraceHash::new();
     let mut results = Vec::with_capacity(ops.len());
@@ -1202,6 +1748,15 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
             crash_point: None,
             op_index: Some(index),
             detail,
+        };
+        // A crash during an accepted batch may leave any prefix of it applied (each
+        // envelope is durable on its own; the sender's redelivery completes the batch).
+        let prefixes = match prefix_digests(&runner, op) {
+            Ok(prefixes) => prefixes,
+            Err(detail) => {
+                found = Some(violation(detail));
+                break;
+            }
         };
         let result = match runner.apply(op) {
             Ok(result) => result,
@@ -1240,6 +1795,13 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
                 break;
             }
         }
+        if let Err(detail) = runner
+            .check_adversary(op, &result, &before, &after)
+            .and_then(|()| runner.check_ledger(op))
+        {
+            found = Some(violation(detail));
+            break;
+        }
         let mut state = shared.lock();
         if let Some(hook_violation) = state.violation.take() {
             found = Some(hook_violation);
@@ -1251,7 +1813,9 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
             .iter()
             .find(|(_, digest)| {
                 // Every operation, `append_batch` included, is all or nothing.
-                *digest != before_digest && *digest != after_digest
+                *digest != before_digest
+                    && *digest != after_digest
+                    && (result.is_err() || !prefixes.contains(digest))
             })
             .copied();
         if let Some((fence, digest)) = bad {

@@ -324,6 +324,52 @@ fn agent_seeds() {
     for (i, envelope) in envelopes.iter().enumerate() {
         write("agent_envelope", &i.to_string(), &envelope.encode());
     }
+    agent_snapshot_seeds(&envelopes);
+}
+
+/// Snapshot bodies: an empty store, and one with users, a client, a local bundle with a
+/// stream and recipients, and a mirror that saw data and a deletion.
+fn agent_snapshot_seeds(envelopes: &[Envelope]) {
+    let config = pstream_agent::AgentConfig {
+        log: LogConfig {
+            segment_size_bytes: 16 * 1024,
+            stream_slot_count: 64,
+        },
+        open: OpenOptions { lane_count: 1 },
+        snapshot_every_changes: 1 << 20,
+    };
+    let agent = pstream_agent::Agent::create(SimPmem::new(1 << 20), "b.example", config).unwrap();
+    write("agent_snapshot", "0", &agent.snapshot_body());
+    agent.add_user("bob").unwrap();
+    agent.add_user("carol").unwrap();
+    let bob = pstream_agent::Caller::user("bob").unwrap();
+    agent.register_client(&bob, "app").unwrap();
+    let local = agent
+        .create_bundle(
+            &bob,
+            "notes",
+            Metadata::new().with("k", "v"),
+            Default::default(),
+        )
+        .unwrap();
+    let stream = agent
+        .create_stream(&bob, &local, pstream_agent::StreamSpec::continuous("n"))
+        .unwrap();
+    agent.append(&bob, &local, stream, b"note").unwrap();
+    agent
+        .set_recipients(&bob, &local, &[agent.address_of("carol").unwrap()])
+        .unwrap();
+    // The sample envelopes are for bob@b.example's agent from a.example: invitation, data,
+    // seal, deletion.
+    for envelope in envelopes {
+        let _ = agent.receive("a.example", std::slice::from_ref(envelope));
+    }
+    let deleted = Envelope::StreamDeleted {
+        bundle: envelopes[0].bundle().clone(),
+        stream: StreamNo(2),
+    };
+    agent.receive("a.example", &[deleted]).unwrap();
+    write("agent_snapshot", "1", &agent.snapshot_body());
 }
 
 fn ops_seeds() {

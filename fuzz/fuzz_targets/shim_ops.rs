@@ -3,11 +3,14 @@
 //! only creators write, unconcerned users read nothing, taken ephemeral data never served
 //! again) and the differential crash oracle (every crash image recovers to the state before
 //! or after the operation in flight; refused calls, reads and reopens change nothing).
-//! Input: a seed (8 bytes) and 6-byte operations; three users, a client, six bundles.
+//! Input: a seed (8 bytes) and 6-byte operations; three users, a client, six bundles, and
+//! two peer agents whose envelopes (genuine or hostile) and bundles the operations reach.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pstream_crashtest::shim_case::{generate_shim, run_shim_ops, ShimBudget, ShimOp, Target};
+use pstream_crashtest::shim_case::{
+    generate_shim, run_shim_ops, PeerEnvelope, ShimBudget, ShimOp, Target,
+};
 
 const OPS_MAX: usize = 40;
 
@@ -34,7 +37,7 @@ fn decode(data: &[u8]) -> (u64, Vec<ShimOp>) {
         };
         let stream = byte(3) % 4;
         let tag = (index as u32) << 8;
-        let op = match byte(0) % 17 {
+        let op = match byte(0) % 20 {
             0 => ShimOp::CreateBundle { at },
             1 => ShimOp::SetRecipients {
                 at,
@@ -80,6 +83,26 @@ fn decode(data: &[u8]) -> (u64, Vec<ShimOp>) {
                 at,
                 stream,
                 seq: byte(4) % 5,
+            },
+            17 => ShimOp::Receive {
+                peer: byte(1) % 2,
+                envelopes: vec![PeerEnvelope {
+                    kind: byte(2) % 7,
+                    owner: byte(3) % 3,
+                    recipient: byte(4) % 5,
+                    creator: byte(5) % 3,
+                    stream: byte(4) % 3,
+                    seq: byte(5) % 6,
+                }],
+            },
+            18 => ShimOp::MirrorRespond {
+                user: byte(1) % 3,
+                peer: byte(2) % 2,
+                accept: byte(3) % 4 != 0,
+            },
+            19 => ShimOp::MirrorTake {
+                user: byte(1) % 3,
+                peer: byte(2) % 2,
             },
             _ => ShimOp::Reopen,
         };
