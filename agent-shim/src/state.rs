@@ -880,13 +880,6 @@ fn decode_bundle(r: &mut Reader<'_>, version: u8) -> Result<BundleState, DecodeE
     Ok(state)
 }
 
-/// Decodes a snapshot body and encodes the state again (the `agent_snapshot` fuzz target's
-/// entry: any bytes decode to a state or a typed error, never a panic).
-#[doc(hidden)]
-pub fn snapshot_round_trip(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    Ok(State::decode_snapshot(bytes)?.encode_snapshot())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

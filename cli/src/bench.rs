@@ -28,12 +28,15 @@ pub use peer::{Baseline, PeerError, PeerLog};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use pmem_emul::{Durability, MmapPool, Pmem, PoolOptions};
 use pstream_engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
 use serde::Serialize;
 
 use crate::ceiling::{self, CeilingError};
 use peer::PeerConfig;
+
+use crate::interrupt::TempFile;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -99,12 +102,17 @@ const RECLAIM_IDLE: Duration = Duration::from_micros(200);
 /// Slices per side when a baseline runs.
 pub const DEFAULT_SLICES: usize = 4;
 
+/// Latency percentiles in nanoseconds, read from an HDR histogram of 3 significant digits
+/// (each figure within 0.1% of the exact sample; memory bounded whatever the run length).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct LatencyNs {
     pub p50: u64,
     pub p99: u64,
     pub p999: u64,
+    pub p9999: u64,
     pub max: u64,
+    /// Samples behind the percentiles.
+    pub samples: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +196,8 @@ pub enum BenchError {
     Agent(#[source] Box<pstream_agent::AgentError>),
     #[error("benchmark check failed: {0}")]
     Check(String),
+    #[error("target missed: {what}")]
+    TargetMissed { what: String },
     #[error("benchmark thread panicked")]
     ThreadPanicked,
     #[error("cannot encode the report as JSON: {0}")]
@@ -254,7 +264,7 @@ pub fn run_append_bench(
         try_dax: true,
     };
     let pool = MmapPool::create(&path, config.pool_bytes, options)?;
-    let cleanup = RemoveOnDrop(path.clone());
+    let cleanup = TempFile::new(path.clone());
     // Touch every page first so page faults are not measured (the ceiling does the same).
     pool.zero_nt(0, pool.len_bytes());
     pool.fence();
@@ -304,7 +314,10 @@ pub fn run_append_bench(
         report.ratio_to_ack_floor = report.ops_per_sec / ceiling.ack_floor_ops_per_sec;
     }
     drop(log);
-    cleanup.remove()?;
+    cleanup.remove().map_err(|source| BenchError::Remove {
+        path: path.clone(),
+        source,
+    })?;
     Ok(report)
 }
 
@@ -312,22 +325,6 @@ fn peer_config(config: &AppendBenchConfig) -> PeerConfig {
     PeerConfig {
         dir: config.dir.clone(),
         space_bytes: config.pool_bytes,
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl RemoveOnDrop {
-    fn remove(self) -> Result<(), BenchError> {
-        let path = self.0.clone();
-        std::mem::forget(self);
-        std::fs::remove_file(&path).map_err(|source| BenchError::Remove { path, source })
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -398,14 +395,37 @@ pub fn measure<P: Pmem>(
     interleave(log, None, &config, progress)
 }
 
+/// Significant decimal digits of the latency histograms (0.1% resolution).
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
 /// What one side did over its slices.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Totals {
     records: u64,
     calls: u64,
     seconds: f64,
     recycles: u64,
-    latencies_ns: Vec<u32>,
+    /// Sampled call latencies in nanoseconds: a few tens of KiB however long the run.
+    latencies_ns: Histogram<u64>,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            records: 0,
+            calls: 0,
+            seconds: 0.0,
+            recycles: 0,
+            latencies_ns: latency_histogram(),
+        }
+    }
+}
+
+/// An empty auto-resizing latency histogram.
+fn latency_histogram() -> Histogram<u64> {
+    // `new` fails only for more than 5 significant digits.
+    Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
+        .unwrap_or_else(|_| unreachable!("3 significant digits are valid"))
 }
 
 impl Totals {
@@ -414,7 +434,18 @@ impl Totals {
         self.calls += slice.calls;
         self.seconds += slice.seconds;
         self.recycles += slice.recycles;
-        self.latencies_ns.extend(slice.latencies_ns);
+        // Both histograms auto-resize, so adding cannot go out of range.
+        let _ = self.latencies_ns.add(&slice.latencies_ns);
+    }
+
+    /// Records one sampled latency (saturating at the histogram's range).
+    fn record_latency(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // `record` grows the auto-resizing histogram; it fails only beyond its largest
+        // trackable value, where the sample saturates.
+        if self.latencies_ns.record(ns).is_err() {
+            self.latencies_ns.saturating_record(ns);
+        }
     }
 
     /// (records per second, payload MiB per second).
@@ -429,21 +460,18 @@ impl Totals {
         )
     }
 
-    fn percentiles(&mut self) -> LatencyNs {
-        self.latencies_ns.sort_unstable();
+    fn percentiles(&self) -> LatencyNs {
         let latencies = &self.latencies_ns;
-        let pick = |q: f64| -> u64 {
-            if latencies.is_empty() {
-                return 0;
-            }
-            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
-            u64::from(latencies[index])
-        };
+        if latencies.is_empty() {
+            return LatencyNs::default();
+        }
         LatencyNs {
-            p50: pick(0.5),
-            p99: pick(0.99),
-            p999: pick(0.999),
-            max: pick(1.0),
+            p50: latencies.value_at_quantile(0.5),
+            p99: latencies.value_at_quantile(0.99),
+            p999: latencies.value_at_quantile(0.999),
+            p9999: latencies.value_at_quantile(0.9999),
+            max: latencies.max(),
+            samples: latencies.len(),
         }
     }
 }
@@ -688,10 +716,7 @@ fn drive(
     budget: Duration,
     progress: Option<&(dyn Fn(f64) + Sync)>,
 ) -> SliceResult {
-    let mut totals = Totals {
-        latencies_ns: Vec::with_capacity(1 << 16),
-        ..Totals::default()
-    };
+    let mut totals = Totals::default();
     let mut attempts = 0u64;
     let mut next_check = 0u64;
     let mut check_every = 1u64;
@@ -719,12 +744,14 @@ fn drive(
         let timed = totals.calls % LATENCY_SAMPLE_EVERY == 0;
         let t0 = timed.then(Instant::now);
         let outcome = op()?;
-        let latency_ns = t0.map(|t0| t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
+        let latency = t0.map(|t0| t0.elapsed());
         match outcome {
             Some(records) => {
                 totals.records += records;
                 totals.calls += 1;
-                totals.latencies_ns.extend(latency_ns);
+                if let Some(latency) = latency {
+                    totals.record_latency(latency);
+                }
             }
             None => totals.recycles += 1,
         }
@@ -744,6 +771,34 @@ mod tests {
         config.pool_bytes = 16 << 20;
         config.segment_size_bytes = 1 << 20;
         config
+    }
+
+    #[test]
+    fn latency_percentiles_come_from_a_bounded_histogram() {
+        let mut totals = Totals::default();
+        // 1,000,000 samples: 1 us each, but every 1000th is 1 ms and the last one 50 ms.
+        for i in 1..=1_000_000u64 {
+            let us = match i {
+                1_000_000 => 50_000,
+                _ if i % 1000 == 0 => 1000,
+                _ => 1,
+            };
+            totals.record_latency(Duration::from_micros(us));
+        }
+        let buckets_before = totals.latencies_ns.distinct_values();
+        let mut other = Totals::default();
+        other.record_latency(Duration::from_micros(1));
+        totals.add(other);
+        // The histogram holds buckets, not samples: its size does not grow with the count.
+        assert_eq!(totals.latencies_ns.distinct_values(), buckets_before);
+        let p = totals.percentiles();
+        assert_eq!(p.samples, 1_000_001);
+        let within = |value: u64, exact: u64| value.abs_diff(exact) * 1000 <= exact;
+        assert!(within(p.p50, 1000), "{p:?}");
+        assert!(within(p.p99, 1000), "{p:?}");
+        assert!(p.p999 <= p.p9999, "{p:?}");
+        assert!(within(p.p9999, 1_000_000), "{p:?}");
+        assert!(within(p.max, 50_000_000), "{p:?}");
     }
 
     #[test]

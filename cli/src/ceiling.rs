@@ -211,10 +211,13 @@ pub fn measure_ceiling_with(
     };
     let pool = MmapPool::create(&pool_path, config.pool_bytes, opts)?;
     // From here on the file exists: remove it whatever happens.
-    let guard = RemoveOnDrop(Some(pool_path));
+    let guard = crate::interrupt::TempFile::new(pool_path.clone());
     let report = measure_on(&pool, config, progress);
     drop(pool);
-    guard.remove()?;
+    guard.remove().map_err(|source| CeilingError::Remove {
+        path: pool_path,
+        source,
+    })?;
     Ok(report)
 }
 
@@ -427,30 +430,6 @@ fn unique_pool_name() -> String {
         "pstream-ceiling-{}-{nanos}-{sequence}.pool",
         std::process::id()
     )
-}
-
-/// Removes the pool file when dropped (error path) or when told to (reporting failure).
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn remove(mut self) -> Result<(), CeilingError> {
-        match self.0.take() {
-            Some(path) => {
-                std::fs::remove_file(&path).map_err(|source| CeilingError::Remove { path, source })
-            }
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove temporary pool");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

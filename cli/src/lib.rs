@@ -1,7 +1,8 @@
 //! The measurements behind the `pstream` command line tool: the persist ceiling
-//! ([`ceiling`]) and the load generators with their peers ([`bench`]). The criterion
+//! ([`ceiling`]) and the load generators with their peers ([`bench`](mod@bench)). The criterion
 //! benches of this crate use them too.
 #![deny(unsafe_code)]
 
 pub mod bench;
 pub mod ceiling;
+pub mod interrupt;

@@ -1,6 +1,11 @@
 //! `pstream`: the command line tool.
 //!
 //! `pstream ceiling` measures the persist ceiling of this machine (see [`pstream_cli::ceiling`]).
+//!
+//! Exit status: 0 success; 1 a finding (corruption found by `verify`, a crash-oracle
+//! violation, a failed check of the demo or a benchmark, a target missed under `--check`);
+//! 2 a usage or environment error (bad arguments, a file that cannot be created, ...);
+//! 130 interrupted (Ctrl-C), after removing the run's temporary pool files.
 #![deny(unsafe_code)]
 
 mod crashtest_cmd;
@@ -12,7 +17,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pstream_cli::ceiling::{self, CeilingConfig, CeilingError, CeilingReport, Phase};
 
@@ -32,17 +37,29 @@ enum Command {
     /// Load generators, measured against the persist ceiling in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Full checksum scan of a pool; exits non-zero if anything is corrupt.
+    /// Checksum scan of a pool's persistent-memory side: every structure and every record
+    /// still in the pool (segments demoted to cold files are not read); exit status 1 if
+    /// anything is corrupt.
     Verify(VerifyArgs),
     /// Run the agent store end to end: the paper's three use cases, a traffic burst, a
     /// restart and a summary (creates or reopens ./pstream-data).
     Demo(demo::DemoArgs),
     /// Fault-injection campaign: seeded workloads checked against the crash oracle at every
-    /// fence, SSD crash points and faults, kill -9 rounds; exits non-zero on a violation.
+    /// fence, SSD crash points and faults, kill -9 rounds; exit status 1 on a violation.
     Crashtest(crashtest_cmd::CrashtestArgs),
     /// Show a pool and its cold tier: segments by state, bytes hot and cold, compression
     /// ratio, pending migrations, streams (opens, and so recovers, the pool).
     Inspect(tier_cmd::InspectArgs),
+    /// Print a shell completion script to stdout (e.g. `pstream completions bash >
+    /// ~/.local/share/bash-completion/completions/pstream`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +214,39 @@ enum CliError {
     Crashtest(#[from] crashtest_cmd::CrashtestCmdError),
     #[error(transparent)]
     Tier(#[from] tier_cmd::TierCmdError),
+    #[error("cannot install the Ctrl-C handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+}
+
+/// Exit status of a finding: the command ran and found something wrong.
+const EXIT_FINDING: u8 = 1;
+/// Exit status of a usage or environment error (clap uses it for bad arguments too).
+const EXIT_ERROR: u8 = 2;
+
+impl CliError {
+    /// [`EXIT_FINDING`] for what the command was asked to find, [`EXIT_ERROR`] otherwise.
+    fn exit_code(&self) -> u8 {
+        use pstream_cli::bench::BenchError;
+        let finding = match self {
+            CliError::Corrupt { .. } => true,
+            CliError::Bench(error) => {
+                matches!(
+                    error,
+                    BenchError::Check(_) | BenchError::TargetMissed { .. }
+                )
+            }
+            CliError::Demo(error) => matches!(error, demo::DemoError::Check(_)),
+            CliError::Crashtest(error) => {
+                matches!(error, crashtest_cmd::CrashtestCmdError::Violations { .. })
+            }
+            _ => false,
+        };
+        if finding {
+            EXIT_FINDING
+        } else {
+            EXIT_ERROR
+        }
+    }
 }
 
 const MIB_BYTES: usize = 1 << 20;
@@ -206,7 +256,20 @@ const POOL_MIB_MAX: usize = 1 << 20;
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = pstream_cli::interrupt::install()
+        .map_err(CliError::from)
+        .and_then(|()| run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            report_error(&error);
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
         Command::Ceiling(args) => run_ceiling(&args),
         Command::Bench(BenchCommand::Append(args)) => run_bench_append(&args),
         Command::Bench(BenchCommand::Recovery(args)) => {
@@ -222,17 +285,16 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Tier(args)) => {
             tier_cmd::run_bench_tier(&args).map_err(CliError::from)
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            report_error(&error);
-            ExitCode::FAILURE
+        Command::Completions(args) => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "pstream", &mut stdout);
+            stdout.flush().map_err(CliError::Stdout)
         }
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors), in colour only
+/// when stderr is a terminal.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -240,6 +302,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -419,8 +482,11 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
             report.ops_per_sec, report.mib_per_sec
         ),
         format!(
-            "ack latency      p50 {} ns, p99 {} ns, p99.9 {} ns",
-            report.latency_ns.p50, report.latency_ns.p99, report.latency_ns.p999
+            "ack latency      p50 {} ns, p99 {} ns, p99.9 {} ns, p99.99 {} ns",
+            report.latency_ns.p50,
+            report.latency_ns.p99,
+            report.latency_ns.p999,
+            report.latency_ns.p9999
         ),
         format!(
             "ceiling          {:.0} payloads/s ({}, same run)",

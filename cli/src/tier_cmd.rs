@@ -41,8 +41,8 @@ pub enum TierCmdError {
     SegmentSize { segment_mib: u64 },
     #[error("migration: {0}")]
     Migration(String),
-    #[error("--size {size_bytes} is too small: the bench needs at least 16 MiB and 16 segments")]
-    TooSmall { size_bytes: u64 },
+    #[error("--pool-mib {pool_mib} is out of range: the bench needs at least 16 MiB and 16 segments, at most 1 TiB")]
+    PoolSize { pool_mib: u64 },
 }
 
 #[derive(Debug, Args)]
@@ -163,9 +163,9 @@ pub struct BenchTierArgs {
     /// the system temp directory]
     #[arg(long = "ssd-dir", value_name = "DIR")]
     ssd_dir: Option<PathBuf>,
-    /// Pool size in bytes (small, so the migrator must run)
-    #[arg(long = "size", value_name = "BYTES", default_value_t = 256 << 20)]
-    size_bytes: u64,
+    /// Pool size in MiB (small, so the migrator must run)
+    #[arg(long = "pool-mib", value_name = "MIB", default_value_t = 256)]
+    pool_mib: u64,
     /// Segment size in MiB (the engine's default is 4). Every migration pays a file create,
     /// an fdatasync, a rename and a directory sync once per segment
     #[arg(long = "segment-mib", value_name = "MIB", default_value_t = 4)]
@@ -182,6 +182,12 @@ pub struct BenchTierArgs {
     /// Print one JSON object as the last line of stdout instead of text
     #[arg(long)]
     json: bool,
+}
+
+impl BenchTierArgs {
+    fn pool_bytes(&self) -> u64 {
+        self.pool_mib << 20
+    }
 }
 
 /// Idle and busy append slices, alternating.
@@ -246,9 +252,9 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
             segment_mib: args.segment_mib,
         });
     }
-    if args.size_bytes < 16 << 20 || args.size_bytes < 16 * (args.segment_mib << 20) {
-        return Err(TierCmdError::TooSmall {
-            size_bytes: args.size_bytes,
+    if args.pool_mib < 16 || args.pool_mib < 16 * args.segment_mib || args.pool_mib > 1 << 20 {
+        return Err(TierCmdError::PoolSize {
+            pool_mib: args.pool_mib,
         });
     }
     // The pool stands for persistent memory: by default it lives in DRAM (/dev/shm), so the
@@ -278,6 +284,14 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
         .clone()
         .or_else(|| temp_ssd.as_ref().map(|t| t.0.join("cold")))
         .unwrap_or_else(|| default_cold_dir(&pool_path));
+    // What Ctrl-C removes: the pool, and the cold directory unless the caller named it.
+    let mut registered = vec![pstream_cli::interrupt::register(&pool_path)];
+    if args.ssd_dir.is_none() {
+        registered.push(pstream_cli::interrupt::register(&ssd_dir));
+    }
+    for temp_dir in [&temp, &temp_ssd].into_iter().flatten() {
+        registered.push(pstream_cli::interrupt::register(&temp_dir.0));
+    }
     let bar = progress(args.json, 6);
     let result = bench(args, &pool_path, &ssd_dir, &bar);
     bar.finish_and_clear();
@@ -294,12 +308,93 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
     }
     drop(temp);
     drop(temp_ssd);
+    drop(registered);
     let value = result?;
     if args.json {
         return write_out(&serde_json::to_string(&value)?);
     }
-    write_out(&serde_json::to_string_pretty(&value)?)?;
-    write_out(&serde_json::to_string(&value)?)
+    write_out(&tier_table(&value))
+}
+
+/// The human form of `bench tier`'s report: each measured rate, its reference measured in
+/// the same run, the ratio and the target.
+fn tier_table(value: &serde_json::Value) -> String {
+    let number = |key: &str| {
+        value
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let text = |key: &str| {
+        value
+            .get(key)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut lines = vec![
+        format!(
+            "bench tier: {} MiB pool ({}), {} KiB segments, {} B records, cold files in {}",
+            number("pool_bytes") as u64 >> 20,
+            text("pool_path"),
+            number("segment_size_bytes") as u64 >> 10,
+            number("payload_bytes"),
+            text("ssd_dir"),
+        ),
+        format!(
+            "{:<26} {:>14} {:>22} {:>8} {:>8}",
+            "measurement", "pstream", "reference (same run)", "ratio", "target"
+        ),
+    ];
+    let rows = [
+        (
+            "migration MiB/s",
+            "migrate_mib_per_sec",
+            "ssd_write_mib_per_sec_raw",
+            "migrate_vs_raw_write",
+            "target_migrate_vs_raw_write",
+        ),
+        (
+            "cold reads MiB/s",
+            "cold_read_mib_per_sec",
+            "ssd_read_mib_per_sec_raw",
+            "cold_read_vs_raw_read",
+            "target_cold_read_vs_raw_read",
+        ),
+        (
+            "appends/s while migrating",
+            "append_ops_per_sec_while_migrating",
+            "append_ops_per_sec_idle",
+            "append_while_migrating_vs_idle",
+            "target_append_while_migrating_vs_idle",
+        ),
+    ];
+    for (label, ours, reference, ratio, target) in rows {
+        let ratio = number(ratio);
+        let target = number(target);
+        lines.push(format!(
+            "{label:<26} {:>14.1} {:>22.1} {ratio:>8.2} {:>7}{target:.2}",
+            number(ours),
+            number(reference),
+            if ratio >= target { ">=" } else { "< " },
+        ));
+    }
+    lines.push(format!(
+        "migrations: {} segments in the migration phase ({} at once), {} during appends, {} failed; compression ratio {:.2}",
+        number("migrate_segments"),
+        number("parallel_migrations"),
+        number("migrations_during_append_phase"),
+        number("migration_failures"),
+        number("compression_ratio"),
+    ));
+    lines.push(format!(
+        "cold cache: {} hits, {} misses; read-ahead: {} windows, {} waits, {} dropped",
+        number("cold_cache_hits"),
+        number("cold_cache_misses"),
+        number("cold_readahead_windows"),
+        number("cold_readahead_waits"),
+        number("cold_readahead_dropped"),
+    ));
+    lines.join("\n")
 }
 
 /// A temporary directory removed on drop.
@@ -353,12 +448,12 @@ fn bench(
         path: ssd_dir.to_path_buf(),
         source,
     })?;
-    let (raw_write, raw_read) = measure_raw_ssd(ssd_dir, io_size_bytes, args.size_bytes)?;
+    let (raw_write, raw_read) = measure_raw_ssd(ssd_dir, io_size_bytes, args.pool_bytes())?;
     bar.inc(1);
 
     bar.set_message("idle appends");
     let segment_bytes = args.segment_mib << 20;
-    let data_bytes = (args.size_bytes / segment_bytes * segment_bytes) as usize;
+    let data_bytes = (args.pool_bytes() / segment_bytes * segment_bytes) as usize;
     let pool = MmapPool::create(pool_path, data_bytes, PoolOptions::default())?;
     let config = LogConfig {
         segment_size_bytes: segment_bytes,

@@ -14,11 +14,25 @@
 //! The trait is used through generics (`Log<P: Pmem>`), never through `dyn`, so the append
 //! path compiles down to the flush and fence instructions themselves.
 
+#![deny(unsafe_code)]
+
 mod error;
-pub mod flush;
+#[expect(
+    unsafe_code,
+    reason = "CPU flush, fence and non-temporal store intrinsics; each block has its SAFETY"
+)]
+mod flush;
+#[expect(
+    unsafe_code,
+    reason = "mapping the pool file and handing out its bytes; each block has its SAFETY"
+)]
 mod mmap;
 mod pool_header;
-pub mod sim;
+#[expect(
+    unsafe_code,
+    reason = "the simulator's volatile image is shared memory with atomic 8-byte cells"
+)]
+mod sim;
 
 pub use error::PmemError;
 pub use flush::FlushInstruction;

@@ -52,7 +52,7 @@ pub struct ColdStoreConfig {
     /// Reads in flight during a scan.
     pub read_depth: usize,
     /// Read the next window of a stream in the background while a reader serves the
-    /// current one (a thread per store; see [`crate::readahead`]).
+    /// current one (a thread per store; see the `readahead` module).
     pub async_readahead: bool,
 }
 

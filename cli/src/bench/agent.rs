@@ -134,7 +134,7 @@ pub fn run_agent_bench(
         try_dax: true,
     };
     let pool = MmapPool::create(&path, config.pool_bytes, options)?;
-    let cleanup = super::RemoveOnDrop(path);
+    let cleanup = crate::interrupt::TempFile::new(path.clone());
     pool.zero_nt(0, pool.len_bytes());
     pool.fence();
     let guarantee = pool.guarantee().as_str();
@@ -177,7 +177,10 @@ pub fn run_agent_bench(
         progress(config.fanouts.len() + i + 1, steps);
     }
     drop(agent.close());
-    cleanup.remove()?;
+    cleanup.remove().map_err(|source| BenchError::Remove {
+        path: path.clone(),
+        source,
+    })?;
     Ok(AgentBenchReport {
         bench: "agent",
         payload_bytes: config.payload_bytes,
@@ -245,8 +248,7 @@ impl<P: Pmem> Bench<'_, P> {
             // Every round is timed: a round is many durable calls, the clock is noise.
             let t0 = Instant::now();
             round()?;
-            let ns = t0.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32;
-            totals.latencies_ns.push(ns);
+            totals.record_latency(t0.elapsed());
             totals.calls += 1;
             totals.records += 1;
         }
@@ -258,7 +260,7 @@ impl<P: Pmem> Bench<'_, P> {
     fn fanout(&self, readers: &[(Caller, Address)]) -> Result<FanoutPoint, BenchError> {
         let id = format!("fanout-{}", readers.len());
         let (key, stream) = self.bundle(&id, readers, StreamPolicy::PERSISTENT_SHARED)?;
-        let (mut totals, fences) = self.rounds(|| {
+        let (totals, fences) = self.rounds(|| {
             let seq = self.agent.append(self.owner, &key, stream, self.payload)?;
             for (reader, _) in readers {
                 let page = self.agent.fetch(reader, &key, None, ONE)?;
@@ -291,7 +293,7 @@ impl<P: Pmem> Bench<'_, P> {
         let readers = std::slice::from_ref(reader);
         let (key, stream) = self.bundle(id, readers, StreamPolicy::EPHEMERAL_SHARED)?;
         let caller = &reader.0;
-        let (mut totals, fences) = self.rounds(|| {
+        let (totals, fences) = self.rounds(|| {
             let seq = self.agent.append(self.owner, &key, stream, self.payload)?;
             let page = match mode {
                 ConsumeMode::Take => self.agent.take(caller, &key, ONE)?,

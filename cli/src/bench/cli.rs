@@ -35,6 +35,9 @@ pub struct RecoveryArgs {
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     pub json: bool,
+    /// Exit with status 1 if any size misses the recovery target (after the report)
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `pstream bench agent`.
@@ -116,10 +119,24 @@ pub fn run_recovery(args: &RecoveryArgs) -> Result<(), BenchError> {
     bar.finish_and_clear();
     let report = report?;
     if args.json {
-        emit_json(&report)
+        emit_json(&report)?;
     } else {
-        emit_lines(&recovery_table(&report))
+        emit_lines(&recovery_table(&report))?;
     }
+    if args.check {
+        let missed: Vec<String> = report
+            .points
+            .iter()
+            .filter(|p| p.ratio_to_target > 1.0)
+            .map(|p| format!("{} MiB at {:.2} x target", p.live_mib, p.ratio_to_target))
+            .collect();
+        if !missed.is_empty() {
+            return Err(BenchError::TargetMissed {
+                what: format!("recovery time per GiB: {}", missed.join(", ")),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn recovery_table(report: &RecoveryBenchReport) -> Vec<String> {

@@ -30,6 +30,8 @@ pub struct FileLog {
     cap_bytes: u64,
     recycles: AtomicU64,
     removed: bool,
+    /// Removed by the interrupt handler on Ctrl-C while this lives.
+    _registered: crate::interrupt::Registered,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,7 @@ impl FileLog {
             .map_err(|e| io_error("create", e))?;
         let sync_handle = file.try_clone().map_err(|e| io_error("dup", e))?;
         Ok(FileLog {
+            _registered: crate::interrupt::register(&path),
             path: path.clone(),
             file: Mutex::new(Appender { file, len_bytes: 0 }),
             sync_handle,

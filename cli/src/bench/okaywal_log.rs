@@ -20,6 +20,8 @@ pub struct OkayWalLog {
     dir: PathBuf,
     wal: Option<WriteAheadLog>,
     checkpoints: Arc<AtomicU64>,
+    /// Removed by the interrupt handler on Ctrl-C while this lives.
+    _registered: crate::interrupt::Registered,
 }
 
 /// Keeps nothing: every checkpoint is accepted at once.
@@ -63,6 +65,7 @@ impl OkayWalLog {
                 source,
             })?;
         Ok(OkayWalLog {
+            _registered: crate::interrupt::register(&dir),
             dir,
             wal: Some(wal),
             checkpoints,

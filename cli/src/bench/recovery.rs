@@ -199,7 +199,7 @@ fn measure_size(
         try_dax: true,
     };
     let pool = MmapPool::create(&path, pool_bytes, pool_options)?;
-    let cleanup = super::RemoveOnDrop(path.clone());
+    let cleanup = crate::interrupt::TempFile::new(path.clone());
     let fill_started = Instant::now();
     let log = Log::create(
         pool,
@@ -240,7 +240,10 @@ fn measure_size(
             (2 * repeat + 2) as f64 / steps as f64,
         );
     }
-    cleanup.remove()?;
+    cleanup.remove().map_err(|source| BenchError::Remove {
+        path: path.clone(),
+        source,
+    })?;
     if live.0 != records {
         return Err(BenchError::Check(format!(
             "recovery found {} live records, {records} were written",
