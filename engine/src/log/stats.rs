@@ -1,6 +1,6 @@
 //! Statistics: the log's, the segments', the tier's.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use pmem_emul::Pmem;
 
@@ -23,6 +23,18 @@ pub struct LogStats {
     pub records_appended: u64,
     pub bytes_appended: u64,
     pub fences: u64,
+}
+
+impl LogStats {
+    /// Adds signed live counts (a lane's unsettled ones, a segment's).
+    fn add_live(&mut self, records: &AtomicI64, bytes: &AtomicI64) {
+        self.live_records = self
+            .live_records
+            .wrapping_add_signed(records.load(Ordering::Relaxed));
+        self.live_bytes = self
+            .live_bytes
+            .wrapping_add_signed(bytes.load(Ordering::Relaxed));
+    }
 }
 
 /// A segment as [`Log::segment_infos`] reports it.
@@ -123,20 +135,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             stats.records_appended += counters.records.load(Ordering::Relaxed);
             stats.bytes_appended += counters.bytes.load(Ordering::Relaxed);
             stats.fences += counters.fences.load(Ordering::Relaxed);
-            stats.live_records = stats
-                .live_records
-                .wrapping_add_signed(counters.unsettled_records.load(Ordering::Relaxed));
-            stats.live_bytes = stats
-                .live_bytes
-                .wrapping_add_signed(counters.unsettled_bytes.load(Ordering::Relaxed));
+            stats.add_live(&counters.unsettled_records, &counters.unsettled_bytes);
         }
         for meta in self.segments.iter() {
-            stats.live_records = stats
-                .live_records
-                .wrapping_add_signed(meta.live_records.load(Ordering::Relaxed));
-            stats.live_bytes = stats
-                .live_bytes
-                .wrapping_add_signed(meta.live_bytes.load(Ordering::Relaxed));
+            stats.add_live(&meta.live_records, &meta.live_bytes);
             match meta.entry.lock().entry.state {
                 SegmentState::Free => stats.segments_free += 1,
                 SegmentState::Open => stats.segments_open += 1,
