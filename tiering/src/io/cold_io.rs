@@ -15,7 +15,8 @@ use crate::io::ColdLocation;
 #[derive(Debug)]
 pub enum ColdIo {
     Files(UringIo),
-    Object(ObjectIo),
+    /// Boxed: an `ObjectIo` (its runtime) is much larger than a `UringIo`.
+    Object(Box<ObjectIo>),
 }
 
 /// A file of [`ColdIo`].
@@ -39,7 +40,9 @@ impl ColdIo {
     pub fn open(url: &str, uring: UringConfig, object: ObjectTierConfig) -> Result<ColdIo> {
         match ColdLocation::parse(url) {
             ColdLocation::Dir(dir) => Ok(ColdIo::Files(UringIo::open(dir, uring)?)),
-            ColdLocation::Object(url) => Ok(ColdIo::Object(ObjectIo::open(&url, object)?)),
+            ColdLocation::Object(url) => {
+                Ok(ColdIo::Object(Box::new(ObjectIo::open(&url, object)?)))
+            }
         }
     }
 

@@ -99,6 +99,9 @@ pub struct ObjectTierConfig {
     /// Worker threads of the private runtime.
     pub worker_threads: usize,
     pub credentials: Option<ObjectCredentials>,
+    /// Benchmarks only: a delay added to every request (through [`super::FaultyStore`]),
+    /// to measure how much of a slow store's latency the readahead hides. 0: none.
+    pub inject_latency_ms: u64,
 }
 
 impl Default for ObjectTierConfig {
@@ -114,6 +117,7 @@ impl Default for ObjectTierConfig {
             read_attempts: 3,
             worker_threads: 2,
             credentials: None,
+            inject_latency_ms: 0,
         }
     }
 }
@@ -280,6 +284,13 @@ impl ObjectIo {
         config: ObjectTierConfig,
     ) -> Result<ObjectIo> {
         config.validate()?;
+        let store: Arc<dyn ObjectStore> = if config.inject_latency_ms > 0 {
+            let slow = super::FaultyStore::new(store);
+            slow.set_latency_ms(config.inject_latency_ms);
+            Arc::new(slow)
+        } else {
+            store
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads)
             .thread_name("pstream-object-io")
