@@ -25,12 +25,12 @@ use pstream::agent::{
 use pstream::engine::{LogConfig, TierStats};
 use pstream::pmem_emul::{MmapPool, Pmem, PmemError, PoolOptions};
 use pstream::tiering::{
-    default_cold_dir, open_cold_tier, EngineColdTier, Migrator, MigratorPolicy, MigratorStats,
-    TierConfig, TieredError, UringIo,
+    default_cold_dir, open_cold_tier_url, ColdIo, EngineColdTier, Migrator, MigratorPolicy,
+    MigratorStats, TierConfig, TieredError,
 };
 
 /// The demo's agent store: a pool file plus its cold directory.
-type Store = Agent<MmapPool, EngineColdTier<UringIo>>;
+type Store = Agent<MmapPool, EngineColdTier<ColdIo>>;
 
 const MIB_BYTES: usize = 1 << 20;
 const AGENT_NAME: &str = "demo.local";
@@ -52,6 +52,10 @@ pub struct DemoArgs {
     /// Pool size in MiB when the store is created
     #[arg(long = "pool-mib", value_name = "N", default_value_t = 256)]
     pool_mib: usize,
+    /// Cold tier on an object store (s3://bucket/prefix?endpoint=URL, file:///dir) instead
+    /// of the cold directory POOL.cold; credentials from the environment
+    #[arg(long = "cold-url", value_name = "URL")]
+    cold_url: Option<String>,
     /// Records (1 KiB each) in the traffic burst
     #[arg(long = "burst", value_name = "N", default_value_t = 20_000)]
     burst_records: u64,
@@ -162,7 +166,12 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     let out = Output { json: args.json };
     let started = Instant::now();
 
-    let cold_dir = default_cold_dir(&path);
+    // A directory or an object store URL (kept as given: `open_cold_tier_url` parses it).
+    let cold_dir = args
+        .cold_url
+        .clone()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_cold_dir(&path));
     let (agent, opened) = open_store(&path, &cold_dir, args.pool_mib)?;
     let run = count_runs(&agent)? + 1;
     let guarantee = agent.engine().pmem().guarantee().as_str();
@@ -304,8 +313,9 @@ impl Output {
     }
 }
 
-fn cold_tier(cold_dir: &Path) -> Result<EngineColdTier<UringIo>, DemoError> {
-    open_cold_tier(cold_dir, &TierConfig::default()).map_err(|source| DemoError::Cold {
+fn cold_tier(cold_dir: &Path) -> Result<EngineColdTier<ColdIo>, DemoError> {
+    let location = cold_dir.to_string_lossy();
+    open_cold_tier_url(&location, &TierConfig::default()).map_err(|source| DemoError::Cold {
         path: cold_dir.to_path_buf(),
         source,
     })

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pstream::engine::{EngineError, LogConfig, OpenOptions, SegmentState, StreamId};
+use pstream::engine::{EngineError, Log, LogConfig, OpenOptions, SegmentState, StreamId};
 use pstream::pmem_emul::{MmapPool, PmemError, PoolOptions};
 use pstream::tiering::{
-    append_with_backpressure, create_tiered, default_cold_dir, measure_raw_ssd, open_tiered,
-    Compression, Migrator, MigratorPolicy, TierConfig, TieredError, TieredLog, TieringError,
+    append_with_backpressure, default_cold_dir, measure_raw_ssd, measure_raw_ssd_with,
+    open_cold_tier_url, ColdIo, Compression, Migrator, MigratorPolicy, TierConfig, TieredError,
+    TieringError, UrlTieredLog,
 };
+
+type TieredLog<P> = UrlTieredLog<P>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TierCmdError {
@@ -53,6 +56,10 @@ pub struct InspectArgs {
     /// Cold directory [default: PATH.cold]
     #[arg(long = "cold-dir", value_name = "DIR")]
     cold_dir: Option<PathBuf>,
+    /// Cold tier on an object store (s3://bucket/prefix?endpoint=URL, file:///dir,
+    /// memory://) instead of a cold directory; credentials from the environment
+    #[arg(long = "cold-url", value_name = "URL", conflicts_with = "cold_dir")]
+    cold_url: Option<String>,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -70,13 +77,13 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         .cold_dir
         .clone()
         .unwrap_or_else(|| default_cold_dir(&args.pool));
+    let cold_location = match &args.cold_url {
+        Some(url) => url.clone(),
+        None => cold_dir.display().to_string(),
+    };
     let pool = MmapPool::open(&args.pool, PoolOptions::default())?;
-    let (log, report) = open_tiered(
-        pool,
-        &cold_dir,
-        &TierConfig::default(),
-        OpenOptions::default(),
-    )?;
+    let cold = open_cold_tier_url(&cold_location, &TierConfig::default())?;
+    let (log, report) = Log::open_with_cold(pool, cold, OpenOptions::default())?;
     let infos = log.segment_infos();
     let mut by_state = serde_json::Map::new();
     for state in SegmentState::ALL {
@@ -104,7 +111,7 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         .collect();
     let value = serde_json::json!({
         "pool": args.pool.display().to_string(),
-        "cold_dir": cold_dir.display().to_string(),
+        "cold_dir": cold_location,
         "segment_size_bytes": log.segment_size_bytes(),
         "segments": infos.len(),
         "segments_by_state": by_state,
@@ -123,11 +130,11 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         return write_out(&serde_json::to_string(&value)?);
     }
     let mut text = format!(
-        "pool {} ({} segments of {} B), cold dir {}\n",
+        "pool {} ({} segments of {} B), cold tier {}\n",
         args.pool.display(),
         infos.len(),
         log.segment_size_bytes(),
-        cold_dir.display()
+        cold_location
     );
     for (state, count) in &by_state {
         text.push_str(&format!("  {state:<10} {count}\n"));
@@ -163,6 +170,15 @@ pub struct BenchTierArgs {
     /// the system temp directory]
     #[arg(long = "ssd-dir", value_name = "DIR")]
     ssd_dir: Option<PathBuf>,
+    /// Cold tier on an object store instead (s3://bucket/prefix?endpoint=URL, file:///dir,
+    /// memory://); the raw floor is then a PUT and ranged GETs of the same bytes through the
+    /// same client. Credentials from the environment
+    #[arg(long = "cold-url", value_name = "URL", conflicts_with = "ssd_dir")]
+    cold_url: Option<String>,
+    /// With --cold-url: add this delay to every object store request (how much latency the
+    /// readahead hides)
+    #[arg(long = "inject-latency-ms", value_name = "MS", default_value_t = 0)]
+    inject_latency_ms: u64,
     /// Pool size in MiB (small, so the migrator must run)
     #[arg(long = "pool-mib", value_name = "MIB", default_value_t = 256)]
     pool_mib: u64,
@@ -306,6 +322,9 @@ pub fn run_bench_tier(args: &BenchTierArgs) -> Result<(), TierCmdError> {
             }
         }
     }
+    if let Some(url) = &args.cold_url {
+        remove_bench_objects(url);
+    }
     drop(temp);
     drop(temp_ssd);
     drop(registered);
@@ -397,6 +416,20 @@ fn tier_table(value: &serde_json::Value) -> String {
     lines.join("\n")
 }
 
+/// Removes the cold segment objects the bench left in its bucket prefix (best effort).
+fn remove_bench_objects(url: &str) {
+    use pstream::tiering::SegmentIo;
+    let tier = TierConfig::default();
+    let Ok(io) = ColdIo::open(url, tier.uring, tier.object) else {
+        return;
+    };
+    for name in io.list().unwrap_or_default() {
+        if name.starts_with("seg-") {
+            let _ = io.remove(&name);
+        }
+    }
+}
+
 /// A temporary directory removed on drop.
 struct TempDir(PathBuf);
 
@@ -441,6 +474,7 @@ fn bench(
         };
     }
     let io_size_bytes = tier.store.writer.chunk_bytes;
+    tier.object.inject_latency_ms = args.inject_latency_ms;
 
     bar.set_message("raw SSD bandwidth");
     std::fs::create_dir_all(ssd_dir).map_err(|source| TierCmdError::Fs {
@@ -448,7 +482,20 @@ fn bench(
         path: ssd_dir.to_path_buf(),
         source,
     })?;
-    let (raw_write, raw_read) = measure_raw_ssd(ssd_dir, io_size_bytes, args.pool_bytes())?;
+    let (raw_write, raw_read) = match &args.cold_url {
+        Some(url) => {
+            // The same client (a second instance of it) and the same I/O size and depth.
+            let io = ColdIo::open(url, tier.uring.clone(), tier.object.clone())?;
+            let depth = tier.store.writer.depth;
+            let raw = measure_raw_ssd_with(&io, io_size_bytes, args.pool_bytes(), depth)?;
+            (raw.write_mib_per_sec, raw.read_mib_per_sec)
+        }
+        None => measure_raw_ssd(ssd_dir, io_size_bytes, args.pool_bytes())?,
+    };
+    let cold_location = match &args.cold_url {
+        Some(url) => url.clone(),
+        None => ssd_dir.display().to_string(),
+    };
     bar.inc(1);
 
     bar.set_message("idle appends");
@@ -459,10 +506,10 @@ fn bench(
         segment_size_bytes: segment_bytes,
         stream_slot_count: 64,
     };
-    let log = Arc::new(create_tiered(
+    let cold = open_cold_tier_url(&cold_location, &tier)?;
+    let log = Arc::new(Log::create_with_cold(
         pool,
-        ssd_dir,
-        &tier,
+        cold,
         config,
         OpenOptions::default(),
     )?);
@@ -584,7 +631,8 @@ fn bench(
         "payload_bytes": PAYLOAD_BYTES,
         "io_size_bytes": io_size_bytes,
         "compress_level": args.compress_level,
-        "ssd_dir": ssd_dir.display().to_string(),
+        "ssd_dir": cold_location,
+        "inject_latency_ms": args.inject_latency_ms,
         "pool_path": pool_path.display().to_string(),
         "migrate_mib_per_sec": migrate,
         "migrate_segments": migrate_segments,

@@ -12,7 +12,8 @@
 //!   present, absent or garbage), countdown fault loops and read faults ([`tiering_case`]).
 //! * **Both tiers**: migrations of sealed segments to cold files checked at every fence with
 //!   the cold directory of that instant, faulty migrations, system crashes mid-migration
-//!   ([`migration_case`]).
+//!   ([`migration_case`]); every other migration case runs over the object-store cold tier
+//!   with request faults and crashes at the k-th request ([`object_cold`]).
 //! * **Processes**: kill -9 rounds of a child on a real mmap pool and cold directory
 //!   ([`kill`]).
 //!
@@ -31,6 +32,7 @@ pub mod hash;
 pub mod kill;
 pub mod migration_case;
 pub mod mutants;
+pub mod object_cold;
 pub mod oracle;
 mod report;
 pub mod shim_case;

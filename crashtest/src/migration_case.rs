@@ -21,14 +21,18 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pmem_emul::{SimPmem, SplitMix64};
 use pstream_engine::{Log, LogConfig, OpenOptions};
-use pstream_tiering::{ColdStoreConfig, Compression, EngineColdTier, FaultSpec, FaultyIo, StdIo};
+use pstream_tiering::{
+    ColdStoreConfig, Compression, EngineColdTier, FaultSpec, FaultyIo, SegmentIo, StdIo,
+};
 
 use crate::engine_case::{
     run_ops_with_cold, ColdEnv, EngineBudget, EngineOp, EngineRun, EngineSetup, ImageChecker,
     PayloadSpec,
 };
 use crate::error::{CrashtestError, Result};
+use crate::object_cold::ObjectCold;
 use crate::oracle::{self, Model};
+use crate::report::CaseKind;
 use crate::tiering_case::small_config;
 
 /// The cold tier of a migration case.
@@ -100,6 +104,18 @@ fn check_with_cold(
         std::fs::write(dir.path().join(name), bytes).map_err(|e| format!("write {name:?}: {e}"))?;
     }
     let io = StdIo::open(dir.path()).map_err(|e| format!("open cold dir: {e}"))?;
+    check_recovered(image, io, config, model, lane_count)
+}
+
+/// Recovers `image` with the cold tier served by `io` (the cold tier's durable state of the
+/// image's instant) and checks it against the oracle; returns the log's digest.
+pub(crate) fn check_recovered<I: SegmentIo>(
+    image: &[u8],
+    io: I,
+    config: &ColdStoreConfig,
+    model: &Model,
+    lane_count: usize,
+) -> std::result::Result<u64, String> {
     let (tier, _) = EngineColdTier::open(io, config.clone())
         .map_err(|e| format!("cold tier recovery failed: {e}"))?;
     let (log, _) = Log::open_with_cold(
@@ -256,8 +272,22 @@ pub fn run_migration_ops(seed: u64, ops: &[EngineOp], budget: &EngineBudget) -> 
     } else {
         Compression::Zstd { level: 1 }
     };
-    let (env, tier) = SsdCold::create(compression)?;
     let setup = migration_setup();
+    // Every other migration case runs over the object-store tier (an in-memory bucket behind
+    // request faults, see `object_cold`).
+    if (seed / CaseKind::ALL.len() as u64) % 2 == 1 {
+        let (env, tier) = ObjectCold::create(compression)?;
+        return Ok(run_ops_with_cold(
+            seed,
+            ops,
+            &setup,
+            budget,
+            |sim| sim,
+            env,
+            tier,
+        ));
+    }
+    let (env, tier) = SsdCold::create(compression)?;
     Ok(run_ops_with_cold(
         seed,
         ops,

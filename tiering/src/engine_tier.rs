@@ -22,7 +22,7 @@ use pstream_engine::{
 
 use crate::error::TieringError;
 use crate::format::corrupt_file_name;
-use crate::io::{SegmentIo, UringConfig, UringIo};
+use crate::io::{ColdIo, ObjectTierConfig, SegmentIo, UringConfig, UringIo};
 use crate::store::{ColdStore, ColdStoreConfig, OpenReport};
 use crate::writer::{ColdRecord, SourceSegment};
 
@@ -215,6 +215,8 @@ impl<I: SegmentIo + 'static> ColdTier for EngineColdTier<I> {
 pub struct TierConfig {
     pub store: ColdStoreConfig,
     pub uring: UringConfig,
+    /// For a cold tier on an object store ([`open_cold_tier_url`]).
+    pub object: ObjectTierConfig,
 }
 
 /// A log whose cold tier is SSD files through io_uring (or its pread fallback).
@@ -228,6 +230,20 @@ pub fn open_cold_tier(
     tier: &TierConfig,
 ) -> Result<EngineColdTier<UringIo>, TieredError> {
     let io = UringIo::open(cold_dir, tier.uring.clone())?;
+    Ok(EngineColdTier::open(io, tier.store.clone())?.0)
+}
+
+/// A log whose cold tier was chosen by URL: SSD files or an object store.
+pub type UrlTieredLog<P> = Log<P, EngineColdTier<ColdIo>>;
+
+/// Opens the cold tier at `url`: a directory path (SSD files through io_uring) or an object
+/// store URL (`s3://bucket/prefix?endpoint=..`, `file:///dir`, `memory://`; see
+/// [`crate::ObjectIo`]).
+pub fn open_cold_tier_url(
+    url: &str,
+    tier: &TierConfig,
+) -> Result<EngineColdTier<ColdIo>, TieredError> {
+    let io = ColdIo::open(url, tier.uring.clone(), tier.object.clone())?;
     Ok(EngineColdTier::open(io, tier.store.clone())?.0)
 }
 

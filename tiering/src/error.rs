@@ -18,6 +18,8 @@ pub enum IoOp {
     Remove,
     List,
     Setup,
+    /// An object store upload (its parts and completion).
+    Upload,
 }
 
 impl fmt::Display for IoOp {
@@ -34,6 +36,7 @@ impl fmt::Display for IoOp {
             IoOp::Remove => "remove",
             IoOp::List => "list",
             IoOp::Setup => "setup",
+            IoOp::Upload => "upload",
         };
         f.write_str(name)
     }
@@ -277,6 +280,36 @@ pub enum TieringError {
     Compress { file: String, source: io::Error },
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A request to the object store failed after its retries, or ran past its timeout. A
+    /// read never returns other bytes than the object's: it returns them or this error.
+    #[error("{op} of object {object} ({range}) failed: {source}")]
+    ObjectStore {
+        op: IoOp,
+        /// The object's location in its store (`s3://bucket/prefix/seg-...`).
+        object: String,
+        range: ByteRange,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The bytes of an object a request was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    Whole,
+    /// `[start, end)`.
+    Span {
+        start: u64,
+        end: u64,
+    },
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ByteRange::Whole => f.write_str("whole object"),
+            ByteRange::Span { start, end } => write!(f, "bytes {start}..{end}"),
+        }
+    }
 }
 
 impl TieringError {

@@ -107,14 +107,16 @@ mod store;
 mod writer;
 
 pub use engine_tier::{
-    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_cold_tier, open_tiered,
-    open_tiered_with, EngineColdTier, TierConfig, TieredError, TieredLog,
+    cold_error, create_tiered, create_tiered_with, default_cold_dir, open_cold_tier,
+    open_cold_tier_url, open_tiered, open_tiered_with, EngineColdTier, TierConfig, TieredError,
+    TieredLog, UrlTieredLog,
 };
-pub use error::{CorruptKind, DecodeError, IoOp, Result, Structure, TieringError};
+pub use error::{ByteRange, CorruptKind, DecodeError, IoOp, Result, Structure, TieringError};
 pub use format::{ColdFileIndex, Compression, RecordEntry};
 pub use io::{
-    CountdownFault, DirectIo, FaultSpec, FaultyIo, IoBuf, IoFile, SegmentIo, StdIo, UringConfig,
-    UringIo,
+    ColdIo, ColdIoFile, ColdLocation, CountdownFault, DirectIo, FaultSpec, FaultyIo, FaultyStore,
+    IoBuf, IoFile, ObjectCredentials, ObjectIo, ObjectTierConfig, SegmentIo, StdIo, StoreFault,
+    UringConfig, UringIo,
 };
 pub use migrator::{
     append_with_backpressure, occupancy, Migrator, MigratorHandle, MigratorPolicy, MigratorStats,

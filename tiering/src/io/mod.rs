@@ -15,14 +15,22 @@
 //! its operation until the completion arrives.
 
 mod buf;
+mod cold_io;
 mod faulty;
+mod faulty_store;
+mod object;
 mod std_io;
 mod uring;
 
 pub use buf::{align_down_u64, align_up, align_up_u64, IoBuf, IO_ALIGN_BYTES};
+pub use cold_io::{ColdIo, ColdIoFile};
 pub use faulty::{
     Countdown, CountdownFault, CrashImageReport, FaultCounters, FaultEvent, FaultSpec, FaultyFile,
     FaultyIo,
+};
+pub use faulty_store::{FaultyStore, StoreFault};
+pub use object::{
+    ColdLocation, ObjectCredentials, ObjectFile, ObjectIo, ObjectTierConfig, MIN_PART_BYTES,
 };
 pub use std_io::{DirectIo, StdFile, StdIo};
 pub use uring::{UringConfig, UringIo, FORCE_STD_IO_ENV};
