@@ -30,6 +30,7 @@ pub mod engine_case;
 mod error;
 pub mod hash;
 pub mod kill;
+pub mod kill9;
 pub mod migration_case;
 pub mod mutants;
 pub mod object_cold;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
 use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
 
-#[path = "../../tests/support/kill9.rs"]
-mod kill9_support;
+use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 32 << 20;

@@ -15,8 +15,7 @@ use pstream_tiering::{
     create_tiered, default_cold_dir, open_tiered, Migrator, MigratorPolicy, TierConfig, TieredLog,
 };
 
-#[path = "../../tests/support/kill9.rs"]
-mod kill9_support;
+use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_TIER_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 16 << 20;

@@ -1,7 +1,11 @@
-//! Shared by the kill -9 tests of the engine (`engine/tests/kill9.rs`) and of tiering
-//! (`tiering/tests/engine_kill9.rs`), which include it by path: runs one test of the current
-//! test binary as a child process that appends and prints its acknowledgements, then kills
-//! it with SIGKILL at a chosen instant.
+//! The kill -9 child runner of the crate tests (`engine/tests/kill9.rs`,
+//! `tiering/tests/engine_kill9.rs`): runs one test of the current test binary as a child
+//! process that appends and prints its acknowledgements, then kills it with SIGKILL at a
+//! chosen instant. (The campaign's own kill -9 rounds, [`crate::kill`], run the `pstream`
+//! binary's crashtest child instead, with the same protocol of printed acknowledgements.)
+//!
+//! It panics on a broken test setup (no test binary, a child that never gets ready): it is
+//! test support.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
