@@ -21,8 +21,7 @@ use pstream_tiering::{
     open_cold_tier_url, Migrator, MigratorPolicy, SegmentIo, TierConfig, UrlTieredLog,
 };
 
-#[path = "../../tests/support/kill9.rs"]
-mod kill9_support;
+use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_OBJECT_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 16 << 20;
