@@ -17,21 +17,13 @@ use std::time::{Duration, Instant};
 
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
 use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
-use pstream_tiering::{
-    open_cold_tier_url, Migrator, MigratorPolicy, SegmentIo, TierConfig, UrlTieredLog,
-};
+use pstream_tiering::{open_cold_tier_url, SegmentIo, TierConfig, UrlTieredLog};
 
+use common::kill9_child::{append_until_killed, payload};
 use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_OBJECT_KILL9_CHILD_POOL";
 const POOL_BYTES: usize = 16 << 20;
-
-fn payload(label: u8, seq: u64) -> Vec<u8> {
-    let len = 200 + ((seq * 37 + u64::from(label) * 11) % 3000) as usize;
-    (0..len)
-        .map(|i| (seq as usize + i / 8) as u8 ^ label)
-        .collect()
-}
 
 fn url_file(pool: &Path) -> PathBuf {
     pool.with_extension("url")
@@ -67,41 +59,7 @@ fn kill9_object_child_entry() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let log = Arc::new(open_or_create(Path::new(&path)));
-    while log.list_streams().len() < 2 {
-        let label = [b'0' + log.list_streams().len() as u8];
-        log.create_stream(&label).expect("create");
-    }
-    let streams: Vec<(StreamId, u8)> = log
-        .list_streams()
-        .into_iter()
-        .map(|s| (s.id, s.label[0] - b'0'))
-        .collect();
-    let policy = MigratorPolicy {
-        min_idle_ms: 0,
-        start_occupancy: 0.5,
-        stop_occupancy: 0.25,
-        interval: Duration::from_millis(2),
-        ..MigratorPolicy::default()
-    };
-    let migrator = Migrator::start(Arc::clone(&log), policy);
-    println!("ready");
-    std::thread::scope(|scope| {
-        for &(id, label) in &streams {
-            let migrator = &migrator;
-            scope.spawn(move || loop {
-                let seq = migrator.log().bounds(id).expect("bounds").1;
-                let bytes = payload(label, seq);
-                match migrator.append(id, &bytes, Duration::from_secs(30)) {
-                    Ok(acked) => {
-                        assert_eq!(acked, seq);
-                        println!("ack {label} {seq}");
-                    }
-                    Err(e) => panic!("append failed: {e}"),
-                }
-            });
-        }
-    });
+    append_until_killed(Arc::new(open_or_create(Path::new(&path))));
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Shared helpers: deterministic segments, small configurations, and the oracle that checks
-//! a cold directory after a fault or a crash.
+//! a cold directory after a fault or a crash; the kill -9 tests' child workload.
 
 #![allow(dead_code)]
+
+pub mod kill9_child;
 
 use std::collections::BTreeMap;
 
