@@ -7,7 +7,7 @@
 //! there is no user-space cache flush and the mmap backend `msync`s instead
 //! ([`FlushInstruction::Msync`]).
 //!
-//! For testing, the environment variable [`FLUSH_ENV_VAR`] (`PSTREAM_FLUSH`) forces one of
+//! For testing, the environment variable `FLUSH_ENV_VAR` (`PSTREAM_FLUSH`) forces one of
 //! `clwb`, `clflushopt`, `clflush`; a choice the CPU cannot run is an error, never a silent
 //! fallback.
 
@@ -25,12 +25,12 @@ pub enum FlushInstruction {
     Clflushopt,
     /// `clflush`: write back and invalidate, ordered with stores; slow.
     Clflush,
-    /// No cache-flush instruction (non-x86 targets): [`flush_range`] does nothing and the
+    /// No cache-flush instruction (non-x86 targets): `flush_range` does nothing and the
     /// mmap backend makes ranges durable with `msync`.
     Msync,
 }
 
-/// Why the [`FLUSH_ENV_VAR`] override cannot be honoured.
+/// Why the `FLUSH_ENV_VAR` override cannot be honoured.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlushOverrideError {
@@ -43,7 +43,7 @@ pub enum FlushOverrideError {
 }
 
 impl FlushInstruction {
-    /// The best flush instruction of this CPU (ignores [`FLUSH_ENV_VAR`]).
+    /// The best flush instruction of this CPU (ignores `FLUSH_ENV_VAR`).
     pub fn detect() -> Self {
         if cpu::has_clwb() {
             FlushInstruction::Clwb
@@ -56,7 +56,7 @@ impl FlushInstruction {
         }
     }
 
-    /// The instruction to use: the [`FLUSH_ENV_VAR`] override if set, else [`Self::detect`].
+    /// The instruction to use: the `FLUSH_ENV_VAR` override if set, else [`Self::detect`].
     pub fn select() -> Result<Self, FlushOverrideError> {
         match std::env::var_os(FLUSH_ENV_VAR) {
             None => Ok(Self::detect()),
@@ -161,7 +161,7 @@ pub fn sfence() {
 /// Copies `len` bytes from `src` to `dst` so that after the next [`sfence`] they are written
 /// back: whole cache lines of `dst` with non-temporal stores (32-byte AVX stores when the CPU
 /// has AVX, else 16-byte SSE2 stores), the partly covered first and last lines with ordinary
-/// stores followed by [`flush_range`]. With [`FlushInstruction::Msync`] it is a plain copy
+/// stores followed by `flush_range`. With [`FlushInstruction::Msync`] it is a plain copy
 /// (the mmap backend `msync`s the range).
 ///
 /// # Safety
