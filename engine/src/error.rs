@@ -46,6 +46,67 @@ impl fmt::Display for Location {
     }
 }
 
+/// What kind of damage a `Corruption` error found: typed, so that callers (repair, verify,
+/// the crash harness) decide on it without parsing the detail text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// A checksummed structure whose stored checksum does not match its bytes.
+    Checksum,
+    /// A structure whose checksum holds (or that has none) with a field no writer produces:
+    /// magic, version, state or kind code, reserved bytes, a length or count out of bounds.
+    BadField {
+        /// The field's name as in docs/FORMAT.md.
+        field: &'static str,
+    },
+    /// Two structures that must agree do not (segment header vs. table entry, sealed length
+    /// or record count vs. the records found, index vs. record).
+    Mismatch {
+        /// The field's name as in docs/FORMAT.md.
+        field: &'static str,
+    },
+    /// An invalid record where no crash could have left a torn write: valid data lies
+    /// past it, or it lies outside the extent a write in flight could have reached.
+    NotTorn,
+    /// A sealed segment ends inside a batch (a lane seals only between batches).
+    SealedInsideBatch,
+    /// Two records claim the same stream and seq.
+    DuplicateSeq {
+        /// The stream.
+        stream: StreamId,
+        /// The duplicated seq.
+        seq: u64,
+    },
+    /// A record follows a gap in its stream's seqs where no crash can leave one.
+    SeqGap {
+        /// The stream.
+        stream: StreamId,
+        /// The first seq past the gap.
+        seq: u64,
+    },
+    /// A cold segment is damaged and no persistent-memory copy of it exists.
+    ColdSegmentLost,
+}
+
+impl fmt::Display for CorruptKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptKind::Checksum => write!(f, "checksum mismatch"),
+            CorruptKind::BadField { field } => write!(f, "impossible value in {field}"),
+            CorruptKind::Mismatch { field } => write!(f, "{field} disagrees"),
+            CorruptKind::NotTorn => write!(f, "damaged record where no write was in flight"),
+            CorruptKind::SealedInsideBatch => write!(f, "sealed segment ends inside a batch"),
+            CorruptKind::DuplicateSeq { stream, seq } => {
+                write!(f, "stream {stream} seq {seq} is duplicated")
+            }
+            CorruptKind::SeqGap { stream, seq } => {
+                write!(f, "stream {stream} seq {seq} follows a gap")
+            }
+            CorruptKind::ColdSegmentLost => write!(f, "damaged cold segment with no copy"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
@@ -57,8 +118,15 @@ pub enum EngineError {
     Unformatted,
     #[error("pool already holds a pstream log; open it instead of creating one")]
     AlreadyFormatted,
-    #[error("corruption at {location}: {detail}")]
-    Corruption { location: Location, detail: String },
+    #[error("corruption at {location}: {kind} ({detail})")]
+    Corruption {
+        /// Where the damage is.
+        location: Location,
+        /// What the damage is (decide on this, not on `detail`).
+        kind: CorruptKind,
+        /// Human-readable context: the values found.
+        detail: String,
+    },
     #[error("unknown stream {0}")]
     UnknownStream(StreamId),
     #[error("stream table is full ({slot_count} slots)")]
@@ -100,10 +168,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn corruption(location: Location, detail: impl Into<String>) -> Self {
+    pub(crate) fn corruption(
+        location: Location,
+        kind: CorruptKind,
+        detail: impl Into<String>,
+    ) -> Self {
         EngineError::Corruption {
             location,
+            kind,
             detail: detail.into(),
+        }
+    }
+
+    /// The kind of damage, if this is a `Corruption` error.
+    pub fn corrupt_kind(&self) -> Option<CorruptKind> {
+        match self {
+            EngineError::Corruption { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 }

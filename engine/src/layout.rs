@@ -1,7 +1,7 @@
 //! Where each area of a formatted pool starts, derived from the configuration or read back
 //! (and bounds-checked) from the superblock.
 
-use crate::error::{EngineError, Location, Result};
+use crate::error::{CorruptKind, EngineError, Location, Result};
 use crate::format::record::{record_size_bytes, MAX_PAYLOAD_BYTES, RECORD_HEADER_BYTES};
 use crate::format::segment::{SEGMENT_ENTRY_BYTES, SEGMENT_HEADER_BYTES};
 use crate::format::stream_slot::STREAM_SLOT_BYTES;
@@ -96,7 +96,15 @@ impl Layout {
     }
 
     fn check(&self, pool_bytes: u64) -> Result<()> {
-        let bad = |detail: String| Err(EngineError::corruption(Location::Superblock, detail));
+        let bad = |detail: String| {
+            Err(EngineError::corruption(
+                Location::Superblock,
+                CorruptKind::BadField {
+                    field: "superblock geometry",
+                },
+                detail,
+            ))
+        };
         let seg = self.segment_size_bytes;
         if !(SEGMENT_SIZE_MIN_BYTES..=SEGMENT_SIZE_MAX_BYTES).contains(&seg)
             || seg % PAGE_BYTES != 0

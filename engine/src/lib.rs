@@ -25,7 +25,7 @@ mod stream;
 mod verify;
 
 pub use cold::{ColdError, ColdErrorKind, ColdPayload, ColdTier, NoColdTier};
-pub use error::{EngineError, Location, Result};
+pub use error::{CorruptKind, EngineError, Location, Result};
 pub use format::record::MAX_PAYLOAD_BYTES;
 pub use format::segment::SegmentState;
 pub use int_hash::{IntBuildHasher, IntHasher};

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use pmem_emul::Pmem;
 
 use crate::cold::{ColdSegment, ColdTier};
-use crate::error::{EngineError, Location, Result};
+use crate::error::{CorruptKind, EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, RECORD_HEADER_BYTES};
 use crate::format::segment::{SegmentEntry, SegmentState, SEGMENT_ENTRY_BYTES};
 use crate::format::stream_slot::{self, SlotState, STREAM_SLOT_BYTES};
@@ -107,6 +107,7 @@ pub(crate) fn read_layout<P: Pmem>(pmem: &P) -> Result<Layout> {
         Err(error) => {
             return Err(EngineError::corruption(
                 Location::Superblock,
+                error.corrupt_kind(),
                 format!("{error:?}"),
             ))
         }
@@ -119,8 +120,15 @@ pub(crate) fn read_entry<P: Pmem>(
     layout: &Layout,
     segment: u32,
 ) -> Result<(SegmentEntry, usize)> {
-    SegmentEntry::decode_pair(pmem.read(layout.entry_offset(segment), SEGMENT_ENTRY_BYTES))
-        .map_err(|e| EngineError::corruption(Location::SegmentEntry { segment }, format!("{e:?}")))
+    SegmentEntry::decode_pair(pmem.read(layout.entry_offset(segment), SEGMENT_ENTRY_BYTES)).map_err(
+        |e| {
+            EngineError::corruption(
+                Location::SegmentEntry { segment },
+                e.corrupt_kind(),
+                format!("{e:?}"),
+            )
+        },
+    )
 }
 
 pub(crate) fn read_slot<P: Pmem>(
@@ -130,8 +138,13 @@ pub(crate) fn read_slot<P: Pmem>(
 ) -> Result<stream_slot::StreamSlot> {
     let mut bytes = [0u8; STREAM_SLOT_BYTES];
     bytes.copy_from_slice(pmem.read(layout.slot_offset(slot), STREAM_SLOT_BYTES));
-    stream_slot::decode(slot, &bytes)
-        .map_err(|e| EngineError::corruption(Location::StreamSlot { slot }, format!("{e:?}")))
+    stream_slot::decode(slot, &bytes).map_err(|e| {
+        EngineError::corruption(
+            Location::StreamSlot { slot },
+            e.corrupt_kind(),
+            format!("{e:?}"),
+        )
+    })
 }
 
 impl<P: Pmem, C: ColdTier> Log<P, C> {
@@ -310,6 +323,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         if let Some(&gen) = damaged.iter().find(|gen| !backed.contains(gen)) {
             return Err(EngineError::corruption(
                 Location::ColdSegment { segment_gen: gen },
+                CorruptKind::ColdSegmentLost,
                 "damaged cold segment with no persistent-memory copy",
             ));
         }
@@ -322,6 +336,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             if let Some(pair) = records.windows(2).find(|pair| pair[0].seq == pair[1].seq) {
                 return Err(EngineError::corruption(
                     log.location_of(pair[1].entry.loc),
+                    CorruptKind::DuplicateSeq {
+                        stream: StreamId(*stream_id),
+                        seq: pair[1].seq,
+                    },
                     format!(
                         "stream {} seq {} is duplicated",
                         StreamId(*stream_id),
@@ -370,6 +388,10 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     // Cold records were all acknowledged (only durable prefixes migrate).
                     return Err(EngineError::corruption(
                         log.location_of(entry.loc),
+                        CorruptKind::SeqGap {
+                            stream: StreamId(stream_id),
+                            seq: found.seq,
+                        },
                         format!(
                             "stream {} seq {} follows a gap",
                             StreamId(stream_id),
@@ -519,6 +541,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 return Err(EngineError::corruption(
                     Location::ColdSegment {
                         segment_gen: file.segment_gen,
+                    },
+                    CorruptKind::BadField {
+                        field: "payload length",
                     },
                     format!(
                         "record of {} bytes is larger than any record",

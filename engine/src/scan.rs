@@ -25,7 +25,7 @@
 
 use pmem_emul::Pmem;
 
-use crate::error::{EngineError, Location, Result};
+use crate::error::{CorruptKind, EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
 use crate::format::segment::{SegmentEntry, SegmentHeader, SegmentState, SEGMENT_HEADER_BYTES};
 use crate::layout::Layout;
@@ -66,7 +66,11 @@ pub fn check_segment_header<P: Pmem>(
 ) -> Result<()> {
     let base = layout.segment_offset(segment);
     let header = SegmentHeader::decode(pmem.read(base, SEGMENT_HEADER_BYTES)).map_err(|e| {
-        EngineError::corruption(Location::SegmentHeader { segment }, format!("{e:?}"))
+        EngineError::corruption(
+            Location::SegmentHeader { segment },
+            e.corrupt_kind(),
+            format!("{e:?}"),
+        )
     })?;
     let expected = SegmentHeader {
         segment_index: segment,
@@ -77,6 +81,9 @@ pub fn check_segment_header<P: Pmem>(
     if header != expected {
         return Err(EngineError::corruption(
             Location::SegmentHeader { segment },
+            CorruptKind::Mismatch {
+                field: "segment header",
+            },
             format!("header {header:?} does not match table entry (expected {expected:?})"),
         ));
     }
@@ -136,6 +143,9 @@ pub fn scan_sealed<P: Pmem>(
     if end < SEGMENT_HEADER_BYTES as u64 || end > layout.segment_size_bytes {
         return Err(EngineError::corruption(
             Location::SegmentEntry { segment },
+            CorruptKind::BadField {
+                field: "sealed_len_bytes",
+            },
             format!("sealed length {end} outside the segment"),
         ));
     }
@@ -147,6 +157,7 @@ pub fn scan_sealed<P: Pmem>(
         let Some((header, void)) = read_record(pmem, base, pos, end, key, verify_payload) else {
             return Err(EngineError::corruption(
                 record_location(segment, pos),
+                CorruptKind::NotTorn,
                 "invalid record inside a sealed segment",
             ));
         };
@@ -162,6 +173,7 @@ pub fn scan_sealed<P: Pmem>(
         if last.header.batch_more {
             return Err(EngineError::corruption(
                 record_location(segment, u64::from(last.offset_bytes)),
+                CorruptKind::SealedInsideBatch,
                 "sealed segment ends inside a batch (its last record says more follow)",
             ));
         }
@@ -169,6 +181,9 @@ pub fn scan_sealed<P: Pmem>(
     if count != entry.record_count {
         return Err(EngineError::corruption(
             Location::SegmentEntry { segment },
+            CorruptKind::Mismatch {
+                field: "record_count",
+            },
             format!(
                 "sealed segment holds {count} records, its entry says {}",
                 entry.record_count
@@ -219,6 +234,7 @@ pub fn scan_open<P: Pmem>(
     if let Some(first_nonzero) = beyond.iter().position(|&b| b != 0) {
         return Err(EngineError::corruption(
             record_location(segment, pos),
+            CorruptKind::NotTorn,
             format!(
                 "invalid record followed by data at offset {} (past any torn write)",
                 torn_end + first_nonzero as u64
@@ -371,8 +387,13 @@ mod tests {
         };
         out.clear();
         match scan_sealed(&sim, &layout, 0, &entry, true, &mut out) {
-            Err(EngineError::Corruption { location, detail }) => {
+            Err(EngineError::Corruption {
+                location,
+                kind,
+                detail,
+            }) => {
                 assert_eq!(location, expected);
+                assert_eq!(kind, CorruptKind::SealedInsideBatch);
                 assert!(detail.contains("inside a batch"), "{detail}");
             }
             other => panic!("expected corruption, got {other:?}"),

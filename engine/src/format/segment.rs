@@ -84,6 +84,22 @@ pub enum SegmentHeaderError {
     ReservedNotZero,
 }
 
+impl SegmentHeaderError {
+    /// The engine-wide kind of this damage.
+    pub fn corrupt_kind(&self) -> crate::error::CorruptKind {
+        use crate::error::CorruptKind;
+        match self {
+            SegmentHeaderError::ChecksumMismatch => CorruptKind::Checksum,
+            SegmentHeaderError::Truncated => CorruptKind::BadField {
+                field: "segment header length",
+            },
+            SegmentHeaderError::BadMagic => CorruptKind::BadField { field: "magic" },
+            SegmentHeaderError::UnsupportedVersion(_) => CorruptKind::BadField { field: "version" },
+            SegmentHeaderError::ReservedNotZero => CorruptKind::BadField { field: "reserved" },
+        }
+    }
+}
+
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES] {
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
@@ -328,6 +344,25 @@ pub enum EntryError {
     SameUpdateSeq(u64),
     /// Checksummed, but bytes documented as zero are not.
     ReservedNotZero,
+}
+
+impl EntryError {
+    /// The engine-wide kind of this damage.
+    pub fn corrupt_kind(&self) -> crate::error::CorruptKind {
+        use crate::error::CorruptKind;
+        match self {
+            EntryError::ChecksumMismatch => CorruptKind::Checksum,
+            EntryError::Truncated => CorruptKind::BadField {
+                field: "segment entry length",
+            },
+            EntryError::UnsupportedVersion(_) => CorruptKind::BadField { field: "version" },
+            EntryError::UnknownState(_) => CorruptKind::BadField { field: "state" },
+            EntryError::SameUpdateSeq(_) => CorruptKind::BadField {
+                field: "update_seq",
+            },
+            EntryError::ReservedNotZero => CorruptKind::BadField { field: "reserved" },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,22 @@ pub enum SlotError {
     ReservedNotZero,
 }
 
+impl SlotError {
+    /// The engine-wide kind of this damage.
+    pub fn corrupt_kind(&self) -> crate::error::CorruptKind {
+        use crate::error::CorruptKind;
+        match self {
+            SlotError::BodyChecksum | SlotError::TrimCheck => CorruptKind::Checksum,
+            SlotError::UnknownState(_) => CorruptKind::BadField { field: "state" },
+            SlotError::UnsupportedVersion(_) => CorruptKind::BadField { field: "version" },
+            SlotError::LabelTooLong(_) => CorruptKind::BadField {
+                field: "label length",
+            },
+            SlotError::ReservedNotZero => CorruptKind::BadField { field: "reserved" },
+        }
+    }
+}
+
 /// Everything but the state word and trim word, for a slot about to become live.
 pub fn encode_body(incarnation: u32, label: &[u8]) -> [u8; STREAM_SLOT_BYTES] {
     assert!(label.len() <= MAX_LABEL_BYTES);

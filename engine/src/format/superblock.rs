@@ -73,6 +73,27 @@ pub enum SuperblockError {
     ReservedNotZero,
 }
 
+impl SuperblockError {
+    /// The engine-wide kind of this damage.
+    pub fn corrupt_kind(&self) -> crate::error::CorruptKind {
+        use crate::error::CorruptKind;
+        match self {
+            SuperblockError::ChecksumMismatch { .. } => CorruptKind::Checksum,
+            SuperblockError::Truncated { .. } | SuperblockError::Unformatted => {
+                CorruptKind::BadField {
+                    field: "superblock length",
+                }
+            }
+            SuperblockError::BadMagic => CorruptKind::BadField { field: "magic" },
+            SuperblockError::UnsupportedVersion(_) => CorruptKind::BadField { field: "version" },
+            SuperblockError::BadUsedBytes(_) => CorruptKind::BadField {
+                field: "used bytes",
+            },
+            SuperblockError::ReservedNotZero => CorruptKind::BadField { field: "reserved" },
+        }
+    }
+}
+
 impl Superblock {
     pub fn encode(&self) -> [u8; SUPERBLOCK_USED_BYTES] {
         let mut bytes = [0u8; SUPERBLOCK_USED_BYTES];

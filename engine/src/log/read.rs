@@ -8,7 +8,7 @@ use pmem_emul::Pmem;
 
 use super::{ColdSlot, Log};
 use crate::cold::ColdTier;
-use crate::error::{EngineError, Location, Result};
+use crate::error::{CorruptKind, EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, HeaderCheck, RECORD_HEADER_BYTES};
 use crate::stream::{IndexEntry, Loc, Stream};
 use crate::StreamId;
@@ -130,6 +130,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 Location::ColdSegment {
                     segment_gen: slot.segment_gen,
                 },
+                CorruptKind::Mismatch {
+                    field: "payload length",
+                },
                 format!(
                     "record {id}/{seq} has {} payload bytes, the index says otherwise",
                     payload.len()
@@ -156,6 +159,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             other => {
                 return Err(EngineError::corruption(
                     location,
+                    CorruptKind::Checksum,
                     format!("record header reads {other:?}"),
                 ))
             }
@@ -164,6 +168,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         if header.stream_id != id.0 || header.seq != seq || size != entry.size_bytes as usize {
             return Err(EngineError::corruption(
                 location,
+                CorruptKind::Mismatch {
+                    field: "record stream/seq",
+                },
                 format!("expected stream {id} seq {seq}, found header {header:?}"),
             ));
         }
@@ -173,6 +180,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         if record::payload_crc(payload) != header.payload_crc {
             return Err(EngineError::corruption(
                 location,
+                CorruptKind::Checksum,
                 "payload checksum mismatch",
             ));
         }
