@@ -60,10 +60,12 @@ fn engine_seeds() {
         segment_size_bytes: 16 * 1024,
         segment_count: 3,
         stream_slot_count: 8,
-        stream_table_offset: 4096,
-        segment_table_offset: 8192,
-        segments_offset: 12288,
+        stream_table_offset: 8192,
+        segment_table_offset: 12288,
+        segments_offset: 16384,
         max_payload_bytes: 16 * 1024 - 96,
+        directory_root: 0,
+        directory_generation: 0,
     };
     write("superblock", "valid", &superblock.encode());
     write("superblock", "zero", &[0; 200]);

@@ -7,7 +7,12 @@ use crate::StreamId;
 /// Where on the pool something was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
+    /// The superblock as a whole (no copy checks, or the copies disagree).
     Superblock,
+    /// One copy of the superblock: 0 = A (page 0), 1 = B (page 1).
+    SuperblockCopy {
+        copy: u8,
+    },
     StreamSlot {
         slot: u32,
     },
@@ -32,6 +37,9 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Superblock => write!(f, "superblock"),
+            Location::SuperblockCopy { copy } => {
+                write!(f, "superblock copy {}", if *copy == 0 { 'A' } else { 'B' })
+            }
             Location::StreamSlot { slot } => write!(f, "stream slot {slot}"),
             Location::SegmentEntry { segment } => write!(f, "segment table entry {segment}"),
             Location::SegmentHeader { segment } => write!(f, "header of segment {segment}"),
@@ -118,6 +126,11 @@ pub enum EngineError {
     Unformatted,
     #[error("pool already holds a pstream log; open it instead of creating one")]
     AlreadyFormatted,
+    #[error(
+        "pool is format version {found}; this build reads version {supported} only (nothing \
+         was written; see docs/FORMAT.md, moving from v1 to v2)"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
     #[error("corruption at {location}: {kind} ({detail})")]
     Corruption {
         /// Where the damage is.

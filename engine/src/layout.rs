@@ -165,6 +165,8 @@ impl Layout {
             segment_table_offset: self.segment_table_offset,
             segments_offset: self.segments_offset,
             max_payload_bytes: self.max_payload_bytes,
+            directory_root: 0,
+            directory_generation: 0,
         }
     }
 

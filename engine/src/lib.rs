@@ -19,6 +19,7 @@ pub mod format;
 mod int_hash;
 mod layout;
 mod log;
+mod probe;
 mod recovery;
 mod scan;
 mod stream;
@@ -33,6 +34,7 @@ pub use log::{
     Log, LogConfig, LogStats, MigrationOutcome, OpenOptions, Record, SegmentInfo, StreamInfo,
     StreamIter, TierStats, NT_COPY_MIN_BYTES,
 };
+pub use probe::{probe, CopyFault, Probe};
 pub use recovery::RecoveryReport;
 pub use verify::{verify, VerifyReport};
 

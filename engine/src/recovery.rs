@@ -47,7 +47,6 @@ use crate::error::{CorruptKind, EngineError, Location, Result};
 use crate::format::record::{self, CrcKey, RECORD_HEADER_BYTES};
 use crate::format::segment::{SegmentEntry, SegmentState, SEGMENT_ENTRY_BYTES};
 use crate::format::stream_slot::{self, SlotState, STREAM_SLOT_BYTES};
-use crate::format::superblock::{Superblock, SuperblockError, SUPERBLOCK_USED_BYTES};
 use crate::layout::Layout;
 use crate::log::{ColdSlot, EntryState, Log, OpenOptions, OpenSegment, SlotInfo};
 use crate::scan::{self, ScannedRecord};
@@ -57,6 +56,8 @@ use crate::StreamId;
 /// What recovery found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// Superblock copies that failed their check and were rewritten from the good copy.
+    pub superblock_copies_repaired: u64,
     pub streams: u64,
     pub live_records: u64,
     pub live_bytes: u64,
@@ -93,26 +94,11 @@ struct Found {
     batch: Option<usize>,
 }
 
+/// The layout of a formatted pool (read only: a damaged superblock copy is left as it is;
+/// see `crate::probe` for the decision table).
+#[cfg(test)]
 pub(crate) fn read_layout<P: Pmem>(pmem: &P) -> Result<Layout> {
-    let pool_bytes = pmem.len_bytes() as u64;
-    if (pool_bytes as usize) < SUPERBLOCK_USED_BYTES {
-        return Err(EngineError::PoolTooSmall {
-            pool_bytes,
-            needed_bytes: SUPERBLOCK_USED_BYTES as u64,
-        });
-    }
-    let superblock = match Superblock::decode(pmem.read(0, SUPERBLOCK_USED_BYTES)) {
-        Ok(superblock) => superblock,
-        Err(SuperblockError::Unformatted) => return Err(EngineError::Unformatted),
-        Err(error) => {
-            return Err(EngineError::corruption(
-                Location::Superblock,
-                error.corrupt_kind(),
-                format!("{error:?}"),
-            ))
-        }
-    };
-    Layout::from_superblock(&superblock, pool_bytes)
+    crate::probe::probe_layout(pmem)?.into_layout()
 }
 
 pub(crate) fn read_entry<P: Pmem>(
@@ -156,10 +142,17 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         options: OpenOptions,
     ) -> Result<(Log<P, C>, RecoveryReport)> {
         let started = Instant::now();
-        let layout = read_layout(&pmem)?;
+        let probed = crate::probe::probe_layout(&pmem)?;
+        let damaged_copies: Vec<u8> = probed.copy_faults.iter().map(|(copy, _)| *copy).collect();
+        let layout = probed.into_layout()?;
         let inventory = cold.inventory()?;
+        // One superblock copy checks: the other is rewritten from it before anything else.
+        crate::probe::repair_copies(&pmem, &layout, &damaged_copies);
         let log = Log::assemble(pmem, cold, layout, options);
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            superblock_copies_repaired: damaged_copies.len() as u64,
+            ..RecoveryReport::default()
+        };
 
         // Streams.
         let mut slot_infos = Vec::with_capacity(layout.stream_slot_count as usize);

@@ -5,7 +5,7 @@ use pmem_emul::Pmem;
 
 use crate::error::EngineError;
 use crate::format::segment::SegmentState;
-use crate::recovery::{read_entry, read_layout, read_slot};
+use crate::recovery::{read_entry, read_slot};
 use crate::scan;
 
 /// What `verify` found.
@@ -27,10 +27,16 @@ impl VerifyReport {
 }
 
 /// Checks every structure and every record checksum of the pool, without writing.
-/// `Err` only when the superblock itself is unusable.
+/// `Err` only when the superblock itself is unusable (no copy checks); a damaged copy
+/// beside a good one is reported as a problem (open repairs it, verify writes nothing).
 pub fn verify<P: Pmem>(pmem: &P) -> Result<VerifyReport, EngineError> {
-    let layout = read_layout(pmem)?;
-    let mut report = VerifyReport::default();
+    let probed = crate::probe::probe_layout(pmem)?;
+    let copy_problems = crate::probe::copy_problems(&probed.copy_faults);
+    let layout = probed.into_layout()?;
+    let mut report = VerifyReport {
+        problems: copy_problems,
+        ..VerifyReport::default()
+    };
     for slot in 0..layout.stream_slot_count as u32 {
         report.stream_slots_checked += 1;
         if let Err(problem) = read_slot(pmem, &layout, slot) {

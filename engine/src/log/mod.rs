@@ -53,8 +53,9 @@ use crate::cold::{ColdTier, NoColdTier};
 use crate::error::{EngineError, Result};
 use crate::format::segment::SegmentEntry;
 use crate::format::stream_slot::SlotState;
-use crate::format::superblock::Superblock;
+use crate::format::superblock::{copy_offset, FORMAT_MARKER_RUNNING, SUPERBLOCK_REGION_BYTES};
 use crate::layout::Layout;
+use crate::probe::Probe;
 use crate::recovery::RecoveryReport;
 use crate::stream::Stream;
 
@@ -131,16 +132,22 @@ impl<P: Pmem> Log<P, NoColdTier> {
 }
 
 impl<P: Pmem, C: ColdTier> Log<P, C> {
-    /// Formats `pmem` as an empty log whose cold segments go to `cold`. Refuses a pool that
-    /// already holds a log.
+    /// Formats `pmem` as an empty log whose cold segments go to `cold`. Formats only a pool
+    /// that `probe`s `Blank`: a formatted pool is `AlreadyFormatted`, a damaged one the
+    /// superblock's `Corruption`, another format version `UnsupportedVersion`.
     pub fn create_with_cold(
         pmem: P,
         cold: C,
         config: LogConfig,
         options: OpenOptions,
     ) -> Result<Log<P, C>> {
-        if Superblock::decode(pmem.read(0, 128)).is_ok() {
-            return Err(EngineError::AlreadyFormatted);
+        match crate::probe::probe(&pmem)? {
+            Probe::Blank { .. } => {}
+            Probe::Formatted { .. } => return Err(EngineError::AlreadyFormatted),
+            // Bytes no superblock copy vouches for: never formatted over.
+            Probe::Damaged { copy_a, copy_b } => {
+                return Err(crate::probe::damage_error(copy_a, copy_b))
+            }
         }
         let pool_bytes = pmem.len_bytes() as u64;
         let layout = Layout::plan(
@@ -149,12 +156,17 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             config.stream_slot_count,
             random_nonce(),
         )?;
-        // Zero every table, persist, then write the superblock last: a pool whose format was
-        // interrupted has no valid superblock and is formatted again from scratch.
+        // The format protocol (docs/FORMAT.md, superblock v2): the marker word `FORMATNG`
+        // first, persisted; then zeros everywhere else (both superblock pages, the tables,
+        // any segment not already zero); then copy B and last copy A, each persisted. A pool
+        // whose format was interrupted probes `Blank` (only the marker and zeros are there)
+        // until copy B is durable, and `Formatted` from then on.
+        pmem.write(0, &FORMAT_MARKER_RUNNING);
+        pmem.persist(0, FORMAT_MARKER_RUNNING.len());
+        let marker_bytes = FORMAT_MARKER_RUNNING.len();
+        pmem.zero_nt(marker_bytes, SUPERBLOCK_REGION_BYTES - marker_bytes);
         let tables_bytes = (layout.segments_offset - layout.stream_table_offset) as usize;
         pmem.zero_nt(layout.stream_table_offset as usize, tables_bytes);
-        pmem.zero_nt(0, crate::format::superblock::SUPERBLOCK_REGION_BYTES);
-        pmem.fence();
         for segment in 0..layout.segment_count as u32 {
             let base = layout.segment_offset(segment);
             if !crate::format::is_zero(pmem.read(base, layout.segment_size_bytes as usize)) {
@@ -163,8 +175,11 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         }
         pmem.fence();
         let superblock = layout.superblock().encode();
-        pmem.write(0, &superblock);
-        pmem.persist(0, superblock.len());
+        for copy in [1, 0] {
+            let offset = copy_offset(copy);
+            pmem.write(offset, &superblock);
+            pmem.persist(offset, superblock.len());
+        }
         let log = Log::assemble(pmem, cold, layout, options);
         {
             let mut space = log.space.lock();
