@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pmem_emul::Pmem;
 use pstream_engine::{
-    ColdTier, EngineError, Log, LogConfig, LogStats, NoColdTier, OpenOptions, RecoveryReport,
-    StreamId,
+    ColdTier, EngineError, Log, LogConfig, LogStats, NoColdTier, OpenOptions, Probe,
+    RecoveryReport, StreamId, StreamInfo,
 };
 
 use crate::address::{self, Caller};
 use crate::change::{Change, SnapshotPart, SysRecord, SYS_HEADER_BYTES, SYS_TRAILER_BYTES};
 use crate::codec::DecodeError;
-use crate::error::{AgentError, Result};
+use crate::error::{AgentError, MetadataFault, Result};
 use crate::model::{BundleRef, Event};
 use crate::state::{BundleState, State, StreamMeta};
 use crate::Address;
@@ -76,6 +76,9 @@ pub struct OpenReport {
     pub orphan_streams_deleted: u64,
     /// Streams whose reclaimable prefix was trimmed (again).
     pub streams_trimmed: u64,
+    /// Engine streams with a label the shim never writes, found in its pool: kept as they
+    /// are (not the shim's to delete).
+    pub foreign_streams_kept: u64,
     /// The store was created by this call (`open_or_create`).
     pub created: bool,
     pub duration: Duration,
@@ -160,21 +163,23 @@ fn corrupt(detail: impl Into<String>) -> AgentError {
     }
 }
 
-/// Whether `pmem` holds a formatted engine pool (probed without consuming it).
-fn is_formatted<P: Pmem>(pmem: &P) -> bool {
-    use pstream_engine::format::superblock::{Superblock, SUPERBLOCK_USED_BYTES};
-    pmem.len_bytes() >= SUPERBLOCK_USED_BYTES
-        && Superblock::decode(pmem.read(0, SUPERBLOCK_USED_BYTES)).is_ok()
-}
-
+/// The most orphan engine streams one crash can leave: every operation creates at most one
+/// engine stream before the change record naming it, or deletes at most one after the change
+/// record dropping it, and operations are serialized by the agent lock. More orphans than
+/// this mean the metadata lost changes it once held: open refuses and deletes nothing.
+pub const ORPHAN_STREAMS_PER_CRASH_MAX: u64 = 1;
 impl<P: Pmem> Agent<P> {
     /// Formats `pmem` as a new agent store for the agent `agent_name` (no cold tier).
     pub fn create(pmem: P, agent_name: &str, config: AgentConfig) -> Result<Agent<P>> {
         Agent::create_with_cold(pmem, NoColdTier, agent_name, config)
     }
 
-    /// Opens the store in `pmem`, or creates it (as `agent_name`) when the pool is blank or
-    /// a crash interrupted its creation. An existing store keeps its own name.
+    /// Opens the store in `pmem`, or creates it (as `agent_name`) when the pool is blank
+    /// (`pstream_engine::probe` says `Blank`: never formatted, or its format was
+    /// interrupted) or a crash interrupted the store's creation before anything else was
+    /// written. An existing store keeps its own name. A damaged pool, or a store whose
+    /// engine holds streams but whose metadata is missing, is an error: nothing is formatted
+    /// or initialized over data.
     pub fn open_or_create(
         pmem: P,
         agent_name: &str,
@@ -213,7 +218,9 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     ) -> Result<(Agent<P, C>, OpenReport)> {
         address::check_agent_name(agent_name)?;
         let started = Instant::now();
-        if !is_formatted(&pmem) {
+        // Only a blank pool is formatted; a damaged one fails in `Log::open` below with the
+        // superblock's corruption, and nothing is written to it.
+        if let Probe::Blank { .. } = pstream_engine::probe(&pmem)? {
             let agent = Agent::create_with_cold(pmem, cold, agent_name, config)?;
             let report = OpenReport {
                 created: true,
@@ -243,13 +250,25 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
     ) -> Result<(Agent<P, C>, OpenReport)> {
         let started = Instant::now();
         let (log, engine) = Log::open_with_cold(pmem, cold, config.open)?;
-        let sys = log
-            .list_streams()
-            .into_iter()
-            .find(|s| s.label == SYS_STREAM_LABEL)
-            .map(|s| s.id);
-        if sys.is_none() && create_as.is_none() {
-            return Err(AgentError::NotAnAgentStore);
+        let streams = log.list_streams();
+        let mut sys_streams = streams.iter().filter(|s| s.label == SYS_STREAM_LABEL);
+        let sys = sys_streams.next().map(|s| s.id);
+        if sys_streams.next().is_some() {
+            return Err(metadata_fault(
+                &streams,
+                MetadataFault::SeveralSystemStreams,
+            ));
+        }
+        let other_stream_count = streams.iter().filter(|s| Some(s.id) != sys).count() as u64;
+        if sys.is_none() {
+            // The metadata's stream is gone while data streams are there: never initialize
+            // over them (their owners and names are only in the metadata).
+            if other_stream_count > 0 {
+                return Err(metadata_fault(&streams, MetadataFault::NoSystemStream));
+            }
+            if create_as.is_none() {
+                return Err(AgentError::NotAnAgentStore);
+            }
         }
         let mut report = OpenReport {
             engine,
@@ -258,7 +277,19 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
         let agent = Agent::assemble(log, sys, config)?;
         agent.replay(&mut report)?;
         if agent.inner.lock().state.agent.is_empty() {
-            // Creation was interrupted before its first record was durable.
+            // Creation was interrupted before its first record was durable: then the
+            // system stream never held a record and no other stream exists. Anything else
+            // is metadata lost under data, refused.
+            let (first_seq, next_seq) = agent.log.bounds(agent.sys)?;
+            if other_stream_count > 0 || next_seq > 0 {
+                return Err(metadata_fault(
+                    &streams,
+                    MetadataFault::NoAgentRecord {
+                        sys_first_seq: first_seq,
+                        sys_next_seq: next_seq,
+                    },
+                ));
+            }
             let Some(name) = create_as else {
                 return Err(AgentError::NotAnAgentStore);
             };
@@ -621,6 +652,13 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
 
     /// Makes the engine agree with the metadata: orphan streams deleted, every referenced
     /// stream present and consistent with its seal, reclaimable prefixes trimmed.
+    ///
+    /// Nothing is deleted until the metadata proved intact: it replayed without a decode
+    /// error (done by `replay`), every engine stream it names is there and agrees with its
+    /// seal (checked first, below), and the engine streams it does not name are no more
+    /// than one crash can leave ([`ORPHAN_STREAMS_PER_CRASH_MAX`]). Only streams with the
+    /// shim's data label are ever deleted; a stream with another label was not written by
+    /// the shim and is kept.
     fn reconcile(&self, report: &mut OpenReport) -> Result<()> {
         let inner = self.inner.lock();
         let referenced: HashSet<u64> = inner
@@ -629,12 +667,6 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             .values()
             .flat_map(|b| b.streams.values().map(|s| s.engine_id))
             .collect();
-        for info in self.log.list_streams() {
-            if info.id != self.sys && !referenced.contains(&info.id.0) {
-                self.log.delete_stream(info.id)?;
-                report.orphan_streams_deleted += 1;
-            }
-        }
         for (key, bundle) in &inner.state.bundles {
             let local = inner.state.is_local(key);
             for (&no, meta) in &bundle.streams {
@@ -655,6 +687,33 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                         )));
                     }
                 }
+            }
+        }
+        let unreferenced: Vec<StreamInfo> = self
+            .log
+            .list_streams()
+            .into_iter()
+            .filter(|info| info.id != self.sys && !referenced.contains(&info.id.0))
+            .collect();
+        let (orphans, foreign): (Vec<StreamInfo>, Vec<StreamInfo>) = unreferenced
+            .into_iter()
+            .partition(|info| info.label == DATA_STREAM_LABEL);
+        report.foreign_streams_kept = foreign.len() as u64;
+        if orphans.len() as u64 > ORPHAN_STREAMS_PER_CRASH_MAX {
+            return Err(AgentError::MetadataLost {
+                fault: MetadataFault::UnexplainedOrphans {
+                    orphan_count: orphans.len() as u64,
+                    crash_max: ORPHAN_STREAMS_PER_CRASH_MAX,
+                },
+                data_stream_count: referenced.len() as u64 + orphans.len() as u64,
+            });
+        }
+        for info in orphans {
+            self.log.delete_stream(info.id)?;
+            report.orphan_streams_deleted += 1;
+        }
+        for (key, bundle) in &inner.state.bundles {
+            for (&no, meta) in &bundle.streams {
                 if self.trim_stream(&inner.state, key, bundle, no, meta)? {
                     report.streams_trimmed += 1;
                 }
@@ -730,6 +789,17 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
             }
         }
         inner.counters.trims += trimmed;
+    }
+}
+
+/// The typed refusal for metadata missing under data streams.
+fn metadata_fault(streams: &[StreamInfo], fault: MetadataFault) -> AgentError {
+    AgentError::MetadataLost {
+        fault,
+        data_stream_count: streams
+            .iter()
+            .filter(|s| s.label == DATA_STREAM_LABEL)
+            .count() as u64,
     }
 }
 

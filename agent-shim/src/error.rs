@@ -49,6 +49,54 @@ impl fmt::Display for Action {
     }
 }
 
+/// How the agent metadata (the system stream) fails to account for the engine's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataFault {
+    /// No engine stream carries the system label.
+    NoSystemStream,
+    /// More than one engine stream carries the system label.
+    SeveralSystemStreams,
+    /// The system stream holds no agent record (no init change, no snapshot) although it
+    /// held records once or data streams exist.
+    NoAgentRecord {
+        /// The system stream's first live engine seq.
+        sys_first_seq: u64,
+        /// The system stream's next engine seq.
+        sys_next_seq: u64,
+    },
+    /// More engine streams are named by no metadata than one crash can leave.
+    UnexplainedOrphans {
+        /// Data streams the metadata does not name.
+        orphan_count: u64,
+        /// The most one crash can leave.
+        crash_max: u64,
+    },
+}
+
+impl fmt::Display for MetadataFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataFault::NoSystemStream => write!(f, "no system stream"),
+            MetadataFault::SeveralSystemStreams => write!(f, "several system streams"),
+            MetadataFault::NoAgentRecord {
+                sys_first_seq,
+                sys_next_seq,
+            } => write!(
+                f,
+                "no agent record in the system stream (seqs {sys_first_seq}..{sys_next_seq})"
+            ),
+            MetadataFault::UnexplainedOrphans {
+                orphan_count,
+                crash_max,
+            } => write!(
+                f,
+                "{orphan_count} data streams named by no metadata, a crash leaves at most {crash_max}"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
@@ -129,6 +177,17 @@ pub enum AgentError {
     ChangeTooLarge { len_bytes: usize, max_bytes: usize },
     #[error("the pool holds no agent store (no system stream)")]
     NotAnAgentStore,
+    #[error(
+        "the agent metadata is missing or incomplete ({fault}) while the engine holds \
+         {data_stream_count} data streams: refusing to initialize over them or delete any \
+         (run `pstream verify`)"
+    )]
+    MetadataLost {
+        /// What is wrong with the metadata.
+        fault: MetadataFault,
+        /// Engine streams with the shim's data label (all kept).
+        data_stream_count: u64,
+    },
     #[error("agent store is inconsistent: {detail}")]
     Corrupt { detail: String },
     #[error("stored metadata does not decode: {0}")]

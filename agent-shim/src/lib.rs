@@ -50,12 +50,15 @@ pub use address::{
     check_agent_name, check_name, Address, AddressError, Caller, NamePart, AGENT_NAME_MAX_BYTES,
     BUNDLE_ID_MAX_BYTES, CLIENT_NAME_MAX_BYTES, METADATA_KEY_MAX_BYTES, USER_NAME_MAX_BYTES,
 };
-pub use agent::{Agent, AgentConfig, AgentStats, OpenReport, DATA_STREAM_LABEL, SYS_STREAM_LABEL};
+pub use agent::{
+    Agent, AgentConfig, AgentStats, OpenReport, DATA_STREAM_LABEL, ORPHAN_STREAMS_PER_CRASH_MAX,
+    SYS_STREAM_LABEL,
+};
 pub use change::SYS_RECORD_VERSION;
 pub use codec::DecodeError;
 pub use delivery::Subscription;
 pub use envelope::{Envelope, StreamDescriptor, ENVELOPE_VERSION};
-pub use error::{Action, AgentError, Result};
+pub use error::{Action, AgentError, MetadataFault, Result};
 pub use model::{
     BundleInfo, BundleRef, Creators, Delivery, Event, Invitation, Metadata, Page, PageLimit,
     Position, RecipientStatus, Retention, StreamDefaults, StreamInfo, StreamKind, StreamNo,
