@@ -11,6 +11,7 @@
 mod crashtest_cmd;
 mod demo;
 mod tier_cmd;
+mod verify_cmd;
 
 use std::error::Error as _;
 use std::io::{IsTerminal, Write};
@@ -40,7 +41,7 @@ enum Command {
     /// Checksum scan of a pool's persistent-memory side: every structure and every record
     /// still in the pool (segments demoted to cold files are not read); exit status 1 if
     /// anything is corrupt.
-    Verify(VerifyArgs),
+    Verify(verify_cmd::VerifyArgs),
     /// Run the agent store end to end: the paper's three use cases, a traffic burst, a
     /// restart and a summary (creates or reopens ./pstream-data).
     Demo(demo::DemoArgs),
@@ -154,16 +155,6 @@ impl From<DurabilityArg> for pstream::pmem_emul::Durability {
 }
 
 #[derive(Debug, Args)]
-struct VerifyArgs {
-    /// The pool file to check
-    #[arg(long, value_name = "PATH")]
-    pool: PathBuf,
-    /// Print one JSON object as the last line of stdout
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
 struct CeilingArgs {
     /// Directory for the temporary pool file [default: /dev/shm if it exists, else the
     /// system temporary directory]
@@ -190,18 +181,8 @@ enum CliError {
     Ceiling(#[from] CeilingError),
     #[error(transparent)]
     Bench(#[from] pstream_cli::bench::BenchError),
-    /// `PmemError` messages already name the pool's path.
-    #[error("{source}")]
-    Pool {
-        source: pstream::pmem_emul::PmemError,
-    },
-    #[error("pool {path}: {source}")]
-    Engine {
-        path: PathBuf,
-        source: pstream::engine::EngineError,
-    },
-    #[error("pool {path} is corrupt: {problems} problem(s) found")]
-    Corrupt { path: PathBuf, problems: usize },
+    #[error(transparent)]
+    Verify(#[from] verify_cmd::VerifyError),
     #[error("--pool-mib {pool_mib} is out of range (1 to {max_mib})")]
     PoolSize { pool_mib: usize, max_mib: usize },
     #[error("cannot encode the report as JSON: {0}")]
@@ -228,7 +209,7 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         use pstream_cli::bench::BenchError;
         let finding = match self {
-            CliError::Corrupt { .. } => true,
+            CliError::Verify(error) => error.is_finding(),
             CliError::Bench(error) => {
                 matches!(
                     error,
@@ -278,7 +259,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Bench(BenchCommand::Agent(args)) => {
             pstream_cli::bench::cli::run_agent(&args).map_err(CliError::from)
         }
-        Command::Verify(args) => run_verify(&args),
+        Command::Verify(args) => verify_cmd::run(&args).map_err(CliError::from),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),
         Command::Crashtest(args) => crashtest_cmd::run(&args).map_err(CliError::from),
         Command::Inspect(args) => tier_cmd::run_inspect(&args).map_err(CliError::from),
@@ -513,57 +494,4 @@ fn run_bench_append(args: &BenchAppendArgs) -> Result<(), CliError> {
         writeln!(out, "{line}").map_err(CliError::Stdout)?;
     }
     Ok(())
-}
-
-fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
-    use pstream::pmem_emul::{MmapPool, PoolOptions};
-    let path = args.pool.clone();
-    let pool = MmapPool::open(&path, PoolOptions::default())
-        .map_err(|source| CliError::Pool { source })?;
-    let report = pstream::engine::verify(&pool).map_err(|source| CliError::Engine {
-        path: path.clone(),
-        source,
-    })?;
-    let mut out = std::io::stdout().lock();
-    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
-    if args.json {
-        let json = serde_json::json!({
-            "pool": path.display().to_string(),
-            "clean": report.is_clean(),
-            "stream_slots_checked": report.stream_slots_checked,
-            "segments_checked": report.segments_checked,
-            "records_checked": report.records_checked,
-            "bytes_checked": report.bytes_checked,
-            "segments_by_state": report.segments_by_state.iter().map(|(s, n)| (s.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
-            "problems": problems,
-        });
-        writeln!(out, "{json}").map_err(CliError::Stdout)?;
-    } else {
-        writeln!(
-            out,
-            "checked {} stream slots, {} segments, {} records, {} bytes",
-            report.stream_slots_checked,
-            report.segments_checked,
-            report.records_checked,
-            report.bytes_checked
-        )
-        .map_err(CliError::Stdout)?;
-        for (state, count) in &report.segments_by_state {
-            writeln!(out, "  {state:<10} {count} segment(s)").map_err(CliError::Stdout)?;
-        }
-        for problem in &problems {
-            writeln!(out, "CORRUPT: {problem}").map_err(CliError::Stdout)?;
-        }
-        if report.is_clean() {
-            writeln!(out, "clean").map_err(CliError::Stdout)?;
-        }
-    }
-    if report.is_clean() {
-        Ok(())
-    } else {
-        Err(CliError::Corrupt {
-            path,
-            problems: problems.len(),
-        })
-    }
 }

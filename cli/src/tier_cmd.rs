@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use pstream::engine::cold::{ColdInventory, ColdSource, ColdWritten};
+use pstream::engine::{ColdError, ColdErrorKind, ColdPayload, ColdTier};
 use pstream::engine::{EngineError, Log, LogConfig, OpenOptions, SegmentState, StreamId};
-use pstream::pmem_emul::{MmapPool, PmemError, PoolOptions};
+use pstream::pmem_emul::{MmapPool, Pmem, PmemError, PoolOptions, SimPmem};
 use pstream::tiering::{
     append_with_backpressure, default_cold_dir, measure_raw_ssd, measure_raw_ssd_with,
-    open_cold_tier_url, ColdIo, Compression, Migrator, MigratorPolicy, TierConfig, TieredError,
-    TieringError, UrlTieredLog,
+    open_cold_tier_url, ColdIo, ColdStore, Compression, DirectIo, EngineColdTier, Migrator,
+    MigratorPolicy, TierConfig, TieredError, TieringError, UringConfig, UrlTieredLog,
 };
 
 type TieredLog<P> = UrlTieredLog<P>;
@@ -71,7 +73,46 @@ fn write_out(text: &str) -> Result<(), TierCmdError> {
     stdout.flush().map_err(TierCmdError::Stdout)
 }
 
-/// Opens (and recovers) the pool with its cold directory and reports what is where.
+/// The cold tier as `inspect` sees it: reads are served, and everything that would change
+/// the cold directory (writing a segment, deleting or discarding a file) is skipped, so
+/// recovering a copy of the pool against it leaves the directory as it was.
+struct ReadOnlyCold(EngineColdTier<ColdIo>);
+
+impl ColdTier for ReadOnlyCold {
+    fn inventory(&self) -> Result<ColdInventory, ColdError> {
+        self.0.inventory()
+    }
+
+    fn write_segment(
+        &self,
+        source: ColdSource,
+        _records: &mut dyn Iterator<Item = ColdPayload<'_>>,
+    ) -> Result<ColdWritten, ColdError> {
+        Err(ColdError {
+            kind: ColdErrorKind::Io,
+            message: format!(
+                "inspect is read-only: segment {:#x} not migrated",
+                source.segment_gen
+            ),
+        })
+    }
+
+    fn read(&self, segment_gen: u64, stream_id: u64, seq: u64) -> Result<Vec<u8>, ColdError> {
+        self.0.read(segment_gen, stream_id, seq)
+    }
+
+    fn delete(&self, _segment_gen: u64) -> Result<(), ColdError> {
+        Ok(())
+    }
+
+    fn discard(&self, _segment_gen: u64) -> Result<(), ColdError> {
+        Ok(())
+    }
+}
+
+/// Reports what is where in a pool and its cold tier, without writing to either: the pool
+/// is read (under its lock) into memory and recovery runs on that copy; the cold tier is
+/// opened read-only (no temp file removed, no damaged file renamed, no `O_DIRECT` probe).
 pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
     let cold_dir = args
         .cold_dir
@@ -82,8 +123,18 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         None => cold_dir.display().to_string(),
     };
     let pool = MmapPool::open(&args.pool, PoolOptions::default())?;
-    let cold = open_cold_tier_url(&cold_location, &TierConfig::default())?;
-    let (log, report) = Log::open_with_cold(pool, cold, OpenOptions::default())?;
+    let copy = SimPmem::from_image(pool.read(0, pool.len_bytes()).to_vec());
+    // Dropped, not closed: `close` would msync a mapping nothing wrote to.
+    drop(pool);
+    let tier = TierConfig::default();
+    let uring = UringConfig {
+        direct_io: DirectIo::Off,
+        ..tier.uring.clone()
+    };
+    let io = ColdIo::open(&cold_location, uring, tier.object.clone())?;
+    let (store, opened) = ColdStore::open_read_only(io, tier.store.clone())?;
+    let cold = ReadOnlyCold(EngineColdTier::from_store(store, &opened));
+    let (log, report) = Log::open_with_cold(copy, cold, OpenOptions::default())?;
     let infos = log.segment_infos();
     let mut by_state = serde_json::Map::new();
     for state in SegmentState::ALL {
@@ -96,7 +147,7 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         .count();
     let tier = log.tier_stats();
     let hot_live_bytes = log.stats().live_bytes.saturating_sub(tier.cold_live_bytes);
-    let cold = log.cold().store().stats();
+    let cold = log.cold().0.store().stats();
     let streams: Vec<serde_json::Value> = log
         .list_streams()
         .into_iter()
@@ -122,7 +173,7 @@ pub fn run_inspect(args: &InspectArgs) -> Result<(), TierCmdError> {
         "cold_stored_bytes": cold.bytes_stored,
         "cold_uncompressed_bytes": cold.bytes_uncompressed,
         "compression_ratio": cold.compression_ratio(),
-        "damaged_cold_files": log.cold().damaged(),
+        "damaged_cold_files": log.cold().0.damaged(),
         "recovery_cold_files_discarded": report.cold_files_discarded,
         "streams": streams,
     });

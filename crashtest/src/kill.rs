@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
-use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
+use pstream_engine::{Log, LogConfig, OpenOptions, Probe, StreamId};
 use pstream_tiering::{
     ColdStore, ColdStoreConfig, SegmentIo, SourceSegment, StdIo, UringConfig, UringIo,
 };
@@ -87,14 +87,18 @@ fn open_or_create(path: &Path) -> Result<Log<MmapPool>> {
     let options = OpenOptions {
         lane_count: LANE_COUNT,
     };
+    let config = LogConfig {
+        segment_size_bytes: 1 << 20,
+        stream_slot_count: 16,
+    };
     if path.exists() {
         let pool = MmapPool::open(path, PoolOptions::default())?;
+        // A kill during the format leaves a pool that probes Blank: format it again.
+        if let Probe::Blank { .. } = pstream_engine::probe(&pool)? {
+            return Ok(Log::create(pool, config, options)?);
+        }
         Ok(Log::open(pool, options)?.0)
     } else {
-        let config = LogConfig {
-            segment_size_bytes: 1 << 20,
-            stream_slot_count: 16,
-        };
         let pool = MmapPool::create(path, POOL_BYTES, PoolOptions::default())?;
         Ok(Log::create(pool, config, options)?)
     }
@@ -311,23 +315,32 @@ fn check_after_kill(files: &KillFiles, reported: &Reported) -> std::result::Resu
     if files.pool.exists() {
         let pool = MmapPool::open(&files.pool, PoolOptions::default())
             .map_err(|e| format!("reopen after kill: {e}"))?;
-        let (log, _) = Log::open(
-            pool,
-            OpenOptions {
-                lane_count: LANE_COUNT,
-            },
-        )
-        .map_err(|e| format!("recovery after kill: {e}"))?;
-        let checked = check_acks(&log, &reported.acks);
-        let verified = pstream_engine::verify(log.pmem());
-        let closed = log.close().close();
-        checked?;
-        match verified {
-            Ok(report) if report.is_clean() => {}
-            Ok(report) => return Err(format!("verify after kill: {:?}", report.problems)),
-            Err(error) => return Err(format!("verify after kill: {error}")),
+        let probed = pstream_engine::probe(&pool).map_err(|e| format!("probe after kill: {e}"))?;
+        if let Probe::Blank { .. } = probed {
+            // Killed during the format: nothing can have been acknowledged.
+            if !reported.acks.is_empty() {
+                return Err("the pool probes blank, yet appends were acknowledged".to_owned());
+            }
+            pool.close().map_err(|e| format!("close: {e}"))?;
+        } else {
+            let (log, _) = Log::open(
+                pool,
+                OpenOptions {
+                    lane_count: LANE_COUNT,
+                },
+            )
+            .map_err(|e| format!("recovery after kill: {e}"))?;
+            let checked = check_acks(&log, &reported.acks);
+            let verified = pstream_engine::verify(log.pmem());
+            let closed = log.close().close();
+            checked?;
+            match verified {
+                Ok(report) if report.is_clean() => {}
+                Ok(report) => return Err(format!("verify after kill: {:?}", report.problems)),
+                Err(error) => return Err(format!("verify after kill: {error}")),
+            }
+            closed.map_err(|e| format!("close: {e}"))?;
         }
-        closed.map_err(|e| format!("close: {e}"))?;
     } else if !reported.acks.is_empty() {
         return Err("the pool file is gone, yet appends were acknowledged".to_owned());
     }

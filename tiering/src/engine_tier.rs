@@ -89,6 +89,7 @@ impl<I: SegmentIo> EngineColdTier<I> {
             .quarantined
             .iter()
             .map(|file| file.segment_gen)
+            .chain(report.damaged_kept.iter().map(|file| file.segment_gen))
             .chain(report.corrupt_files.iter().copied())
             .collect();
         EngineColdTier {

@@ -101,6 +101,11 @@ pub struct OpenReport {
     pub corrupt_files: Vec<u64>,
     /// Other names in the directory, left alone.
     pub ignored: Vec<String>,
+    /// [`ColdStore::open_read_only`] only: temp files found and left in place.
+    pub temp_kept: Vec<String>,
+    /// [`ColdStore::open_read_only`] only: damaged final files found and left in place
+    /// under their name (not served).
+    pub damaged_kept: Vec<QuarantinedFile>,
 }
 
 /// Counters of the cold tier.
@@ -230,6 +235,21 @@ impl<I: SegmentIo> ColdStore<I> {
     /// file's trailer, header and footer, quarantines damaged ones, and returns the index of
     /// every complete file (see the module documentation).
     pub fn open(io: I, config: ColdStoreConfig) -> Result<(ColdStore<I>, OpenReport)> {
+        ColdStore::open_with(io, config, true)
+    }
+
+    /// [`ColdStore::open`] that changes nothing in the directory: temp files and damaged
+    /// files are reported (`temp_kept`, `damaged_kept`) and left where they are. For tools
+    /// that must not write (`pstream verify`); the store serves the files that validate.
+    pub fn open_read_only(io: I, config: ColdStoreConfig) -> Result<(ColdStore<I>, OpenReport)> {
+        ColdStore::open_with(io, config, false)
+    }
+
+    fn open_with(
+        io: I,
+        config: ColdStoreConfig,
+        clean_up: bool,
+    ) -> Result<(ColdStore<I>, OpenReport)> {
         config.validate()?;
         let shared = Arc::new(Shared {
             cache: BlockCache::new(config.cache_capacity_bytes),
@@ -251,15 +271,16 @@ impl<I: SegmentIo> ColdStore<I> {
             dir_sync: DirSyncGroup::default(),
             worker,
         };
-        let report = store.scan_directory()?;
+        let report = store.scan_directory(clean_up)?;
         Ok((store, report))
     }
 
-    fn scan_directory(&self) -> Result<OpenReport> {
+    fn scan_directory(&self, clean_up: bool) -> Result<OpenReport> {
         let mut report = OpenReport::default();
         let mut changed = false;
         for name in self.shared.io.list()? {
             match classify_file_name(&name) {
+                FileKind::Temp(_) if !clean_up => report.temp_kept.push(name),
                 FileKind::Temp(_) => match self.shared.io.remove(&name) {
                     Ok(()) => {
                         changed = true;
@@ -274,6 +295,13 @@ impl<I: SegmentIo> ColdStore<I> {
                             .files
                             .write()
                             .insert(segment_gen, Arc::new(file));
+                    }
+                    Err(error) if error.is_corruption() && !clean_up => {
+                        report.damaged_kept.push(QuarantinedFile {
+                            name,
+                            segment_gen,
+                            error,
+                        });
                     }
                     Err(error) if error.is_corruption() => {
                         tracing::error!(name, %error, "damaged cold file, quarantined");
