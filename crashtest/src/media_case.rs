@@ -31,10 +31,15 @@ use pmem_emul::{Pmem, SimPmem, SplitMix64};
 use pstream_agent::{
     Agent, AgentConfig, AgentError, Caller, Metadata, StreamDefaults, StreamSpec, DATA_STREAM_LABEL,
 };
-use pstream_engine::{EngineError, Log, LogConfig, OpenOptions, StreamId};
+use pstream_engine::{
+    ColdErrorKind, EngineError, Log, LogConfig, OpenOptions, SegmentState, StreamId,
+};
+use pstream_tiering::{ColdStoreConfig, Compression, EngineColdTier, StdIo};
 use serde::Serialize;
 
 use crate::engine_case::payload_bytes;
+use crate::error::CrashtestError;
+use crate::tiering_case::small_config;
 
 /// Bytes replaced by a block fault, and its alignment.
 pub const FAULT_BLOCK_BYTES: usize = 256;
@@ -47,17 +52,36 @@ pub enum MediaWorkload {
     Engine,
     /// The agent store on the engine.
     Agent,
+    /// The engine with a cold tier of segment files: faults land in the pool image and in
+    /// the cold files.
+    Tiered,
 }
 
 impl MediaWorkload {
-    /// The workload of case `seed`: every other case runs the agent store.
+    /// The workload of case `seed`: engine, agent store and tiered engine in turn.
     pub fn of_seed(seed: u64) -> MediaWorkload {
-        if seed % 2 == 0 {
-            MediaWorkload::Engine
-        } else {
-            MediaWorkload::Agent
+        match seed % 3 {
+            0 => MediaWorkload::Engine,
+            1 => MediaWorkload::Agent,
+            _ => MediaWorkload::Tiered,
         }
     }
+}
+
+/// Where a fault lands: the pool image or one cold file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// The pool's data region.
+    Pool,
+    /// The cold file of this index in the case's sorted file list.
+    Cold(usize),
+}
+
+/// A fault and where it lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacedFault {
+    pub place: Place,
+    pub fault: MediaFault,
 }
 
 /// The size of a media case.
@@ -147,11 +171,18 @@ impl MediaFault {
     }
 }
 
-/// An acknowledged record and the bytes its append changed.
+/// An acknowledged record and the bytes its append (and its migration) changed.
 #[derive(Debug, Clone)]
 struct Acked {
     payload: Vec<u8>,
-    footprint: Vec<Range<usize>>,
+    footprint: Vec<(Place, Range<usize>)>,
+}
+
+fn in_pool(ranges: Vec<Range<usize>>) -> Vec<(Place, Range<usize>)> {
+    ranges
+        .into_iter()
+        .map(|range| (Place::Pool, range))
+        .collect()
 }
 
 /// What a workload left: every acknowledged record still expected, by stream and seq.
@@ -163,13 +194,20 @@ struct Truth {
 }
 
 impl Truth {
-    fn touched(&self, key: &(StreamId, u64), faults: &[MediaFault]) -> bool {
-        self.records[key].footprint.iter().any(|changed| {
-            faults.iter().any(|fault| {
-                let hit = fault.range();
-                hit.start < changed.end && changed.start < hit.end
+    fn touched(&self, key: &(StreamId, u64), faults: &[PlacedFault]) -> bool {
+        self.records[key].footprint.iter().any(|(place, changed)| {
+            faults.iter().any(|placed| {
+                let hit = placed.fault.range();
+                placed.place == *place && hit.start < changed.end && changed.start < hit.end
             })
         })
+    }
+
+    fn untouched_count(&self, faults: &[PlacedFault]) -> u64 {
+        self.records
+            .keys()
+            .filter(|key| !self.touched(key, faults))
+            .count() as u64
     }
 }
 
@@ -286,6 +324,61 @@ fn engine_config() -> LogConfig {
 
 const PAYLOAD_LENS: [u32; 6] = [1, 8, 40, 200, 1000, 3000];
 
+/// Records appended by one operation: stream, seq, payload.
+type Appended = Vec<(StreamId, u64, Vec<u8>)>;
+
+/// One single append (`batch` false) or one batch of 2 to 6 records over `streams`, with
+/// seeded payload sizes; returns what was acknowledged.
+fn random_append<C: pstream_engine::ColdTier>(
+    log: &Log<SimPmem, C>,
+    rng: &mut SplitMix64,
+    streams: &[StreamId],
+    tag: &mut u32,
+    batch: bool,
+) -> Result<Appended, EngineError> {
+    let count = if batch { 2 + rng.below(5) as usize } else { 1 };
+    let mut payloads = Vec::with_capacity(count);
+    for _ in 0..count {
+        *tag += 1;
+        let stream = streams[rng.below(streams.len() as u64) as usize];
+        let lens = if batch { 5 } else { PAYLOAD_LENS.len() as u64 };
+        payloads.push((
+            stream,
+            payload_bytes(PAYLOAD_LENS[rng.below(lens) as usize], *tag),
+        ));
+    }
+    let seqs = if batch {
+        let records: Vec<(StreamId, &[u8])> = payloads
+            .iter()
+            .map(|(stream, payload)| (*stream, payload.as_slice()))
+            .collect();
+        log.append_batch(&records)?
+    } else {
+        vec![log.append(payloads[0].0, &payloads[0].1)?]
+    };
+    Ok(payloads
+        .into_iter()
+        .zip(seqs)
+        .map(|((stream, payload), seq)| (stream, seq, payload))
+        .collect())
+}
+
+impl Truth {
+    /// Adds `appended`, whose append changed the pool from `before` to `after`.
+    fn add(&mut self, appended: Appended, before: &[u8], after: &[u8]) {
+        let footprint = in_pool(changed_ranges(before, after));
+        for (stream, seq, payload) in appended {
+            self.records.insert(
+                (stream, seq),
+                Acked {
+                    payload,
+                    footprint: footprint.clone(),
+                },
+            );
+        }
+    }
+}
+
 /// Runs the engine workload of `seed` to a clean shutdown: the image and what it holds.
 fn engine_workload(seed: u64, ops: usize) -> Result<(Vec<u8>, Truth), EngineError> {
     let mut rng = SplitMix64::new(seed ^ 0x6d65_6469_615f_656e);
@@ -304,33 +397,10 @@ fn engine_workload(seed: u64, ops: usize) -> Result<(Vec<u8>, Truth), EngineErro
         let before = log.pmem().volatile_image();
         let roll = rng.below(100);
         let stream = streams[rng.below(streams.len() as u64) as usize];
-        let mut appended: Vec<(StreamId, u64, Vec<u8>)> = Vec::new();
-        let outcome = if roll < 65 {
-            tag += 1;
-            let payload = payload_bytes(PAYLOAD_LENS[rng.below(6) as usize], tag);
-            log.append(stream, &payload).map(|seq| {
-                appended.push((stream, seq, payload));
-            })
-        } else if roll < 80 {
-            let count = 2 + rng.below(5) as usize;
-            let mut payloads = Vec::with_capacity(count);
-            for _ in 0..count {
-                tag += 1;
-                let target = streams[rng.below(streams.len() as u64) as usize];
-                payloads.push((
-                    target,
-                    payload_bytes(PAYLOAD_LENS[rng.below(5) as usize], tag),
-                ));
-            }
-            let batch: Vec<(StreamId, &[u8])> = payloads
-                .iter()
-                .map(|(target, payload)| (*target, payload.as_slice()))
-                .collect();
-            log.append_batch(&batch).map(|seqs| {
-                for ((target, payload), seq) in payloads.iter().zip(seqs) {
-                    appended.push((*target, seq, payload.clone()));
-                }
-            })
+        let mut appended = Appended::new();
+        let outcome = if roll < 80 {
+            random_append(&log, &mut rng, &streams, &mut tag, roll >= 65)
+                .map(|records| appended = records)
         } else if roll < 88 {
             let (first, next) = log.bounds(stream)?;
             let to = first + rng.below(next - first + 1);
@@ -359,16 +429,7 @@ fn engine_workload(seed: u64, ops: usize) -> Result<(Vec<u8>, Truth), EngineErro
             Err(error) => return Err(error),
         }
         if !appended.is_empty() {
-            let footprint = changed_ranges(&before, &log.pmem().volatile_image());
-            for (stream, seq, payload) in appended {
-                truth.records.insert(
-                    (stream, seq),
-                    Acked {
-                        payload,
-                        footprint: footprint.clone(),
-                    },
-                );
-            }
+            truth.add(appended, &before, &log.pmem().volatile_image());
         }
     }
     let sim = log.close();
@@ -437,7 +498,10 @@ fn agent_workload(seed: u64, posts: usize) -> Result<(Vec<u8>, Truth), AgentErro
             agent.append(caller, bundle, *stream, &payload)?;
         }
         let now = data_records(&agent);
-        let footprint = changed_ranges(&before, &agent.engine().pmem().volatile_image());
+        let footprint = in_pool(changed_ranges(
+            &before,
+            &agent.engine().pmem().volatile_image(),
+        ));
         for (key, payload) in &now {
             if !seen.contains_key(key) {
                 truth.records.insert(
@@ -453,6 +517,173 @@ fn agent_workload(seed: u64, posts: usize) -> Result<(Vec<u8>, Truth), AgentErro
     }
     let sim = agent.close();
     Ok((sim.persisted_image(), truth))
+}
+
+/// The cold files of a tiered case: name and bytes, sorted by name.
+type ColdFiles = Vec<(String, Vec<u8>)>;
+
+fn cold_config() -> ColdStoreConfig {
+    small_config(Compression::None)
+}
+
+fn temp_dir() -> crate::Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|source| CrashtestError::Io {
+        what: "creating a temporary directory in",
+        path: std::env::temp_dir(),
+        source,
+    })
+}
+
+fn read_cold_files(dir: &std::path::Path) -> crate::Result<ColdFiles> {
+    let io_error = |source| CrashtestError::Io {
+        what: "reading the cold directory",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        let bytes = std::fs::read(entry.path()).map_err(io_error)?;
+        files.push((entry.file_name().to_string_lossy().into_owned(), bytes));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn write_cold_files(dir: &std::path::Path, files: &ColdFiles) -> crate::Result<()> {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|source| CrashtestError::Io {
+            what: "writing a cold file",
+            path,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the tiered workload of `seed` to a clean shutdown: appends and batches that fill
+/// segments, migrations of sealed segments to cold files, reclaims. Returns the pool image,
+/// the cold files and what they hold; a migrated record's footprint also covers its whole
+/// cold file.
+fn tiered_workload(seed: u64, ops: usize) -> crate::Result<(Vec<u8>, ColdFiles, Truth)> {
+    let mut rng = SplitMix64::new(seed ^ 0x6d65_6469_615f_7469);
+    let dir = temp_dir()?;
+    let (tier, _) = EngineColdTier::open(StdIo::open(dir.path())?, cold_config())?;
+    let log = Log::create_with_cold(
+        SimPmem::new(ENGINE_POOL_BYTES),
+        tier,
+        engine_config(),
+        OpenOptions { lane_count: 2 },
+    )?;
+    let mut truth = Truth::default();
+    let streams = [log.create_stream(b"media")?, log.create_stream(b"media")?];
+    let mut cold_gen: BTreeMap<(StreamId, u64), u64> = BTreeMap::new();
+    let mut tag = 0u32;
+    for _ in 0..ops {
+        let before = log.pmem().volatile_image();
+        let roll = rng.below(100);
+        let mut appended = Appended::new();
+        let outcome = if roll < 90 {
+            random_append(&log, &mut rng, &streams, &mut tag, roll >= 80)
+                .map(|records| appended = records)
+        } else {
+            let sealed: Vec<u32> = log
+                .segment_infos()
+                .iter()
+                .filter(|info| info.state == SegmentState::Sealed)
+                .map(|info| info.index)
+                .collect();
+            for segment in sealed {
+                match log.migrate_segment(segment) {
+                    Ok(moved) => {
+                        for key in truth.records.keys() {
+                            if !cold_gen.contains_key(key)
+                                && log.read(key.0, key.1).is_ok_and(|r| r.is_cold())
+                            {
+                                cold_gen.insert(*key, moved.segment_gen);
+                            }
+                        }
+                    }
+                    Err(EngineError::NotMigratable { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            log.reclaim();
+            Ok(())
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(EngineError::PoolFull { .. }) => break,
+            Err(error) => return Err(error.into()),
+        }
+        if !appended.is_empty() {
+            truth.add(appended, &before, &log.pmem().volatile_image());
+        }
+    }
+    let (sim, tier) = log.close_with_cold();
+    drop(tier);
+    let files = read_cold_files(dir.path())?;
+    for (key, gen) in cold_gen {
+        let name = format!("seg-{gen:016x}.pcold");
+        if let (Some(index), Some(acked)) = (
+            files.iter().position(|(file, _)| *file == name),
+            truth.records.get_mut(&key),
+        ) {
+            acked
+                .footprint
+                .push((Place::Cold(index), 0..files[index].1.len()));
+        }
+    }
+    Ok((sim.persisted_image(), files, truth))
+}
+
+fn check_tiered_image(
+    image: Vec<u8>,
+    files: &ColdFiles,
+    truth: &Truth,
+    faults: &[PlacedFault],
+) -> crate::Result<SetOutcome> {
+    let mut outcome = SetOutcome::default();
+    match pstream_engine::verify(&SimPmem::from_image(image.clone())) {
+        Ok(report) if report.is_clean() => {}
+        Ok(_) | Err(EngineError::Corruption { .. }) => outcome.detected = true,
+        Err(_) => {}
+    }
+    let dir = temp_dir()?;
+    write_cold_files(dir.path(), files)?;
+    let opened = match EngineColdTier::open(StdIo::open(dir.path())?, cold_config()) {
+        Ok((tier, report)) => {
+            if !report.quarantined.is_empty() {
+                outcome.detected = true;
+            }
+            Log::open_with_cold(
+                SimPmem::from_image(image),
+                tier,
+                OpenOptions { lane_count: 2 },
+            )
+            .map(|(log, _)| log)
+        }
+        Err(_) => {
+            outcome.detected = true;
+            outcome.checked = truth.records.len() as u64;
+            outcome.untouched = truth.untouched_count(faults);
+            return Ok(outcome);
+        }
+    };
+    match opened {
+        Ok(log) => check_records(&log, truth, faults, &mut outcome),
+        Err(EngineError::Unformatted) => {
+            outcome.reformat = true;
+            outcome.first_loss = Some("a formatted pool was taken for blank".to_owned());
+        }
+        Err(_) => {
+            outcome.detected = true;
+            outcome.checked = truth.records.len() as u64;
+            outcome.untouched = truth.untouched_count(faults);
+        }
+    }
+    Ok(outcome)
 }
 
 /// How one faulted image fared.
@@ -472,7 +703,7 @@ struct SetOutcome {
 fn check_records<P: Pmem, C: pstream_engine::ColdTier>(
     log: &Log<P, C>,
     truth: &Truth,
-    faults: &[MediaFault],
+    faults: &[PlacedFault],
     outcome: &mut SetOutcome,
 ) {
     for (key, acked) in &truth.records {
@@ -495,6 +726,9 @@ fn check_records<P: Pmem, C: pstream_engine::ColdTier>(
                 });
             }
             Err(EngineError::Corruption { .. }) => outcome.detected = true,
+            Err(EngineError::Cold(error)) if error.kind == ColdErrorKind::Corrupt => {
+                outcome.detected = true;
+            }
             Err(error) => {
                 outcome.silent_losses += 1;
                 outcome.first_loss.get_or_insert_with(|| {
@@ -513,7 +747,7 @@ fn check_records<P: Pmem, C: pstream_engine::ColdTier>(
     }
 }
 
-fn check_engine_image(image: Vec<u8>, truth: &Truth, faults: &[MediaFault]) -> SetOutcome {
+fn check_engine_image(image: Vec<u8>, truth: &Truth, faults: &[PlacedFault]) -> SetOutcome {
     let mut outcome = SetOutcome::default();
     match pstream_engine::verify(&SimPmem::from_image(image.clone())) {
         Ok(report) if report.is_clean() => {}
@@ -529,17 +763,13 @@ fn check_engine_image(image: Vec<u8>, truth: &Truth, faults: &[MediaFault]) -> S
         Err(_) => {
             outcome.detected = true;
             outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth
-                .records
-                .keys()
-                .filter(|key| !truth.touched(key, faults))
-                .count() as u64;
+            outcome.untouched = truth.untouched_count(faults);
         }
     }
     outcome
 }
 
-fn check_agent_image(image: Vec<u8>, truth: &Truth, faults: &[MediaFault]) -> SetOutcome {
+fn check_agent_image(image: Vec<u8>, truth: &Truth, faults: &[PlacedFault]) -> SetOutcome {
     let mut outcome = SetOutcome::default();
     match Agent::open_or_create(SimPmem::from_image(image), AGENT_NAME, agent_config()) {
         Ok((agent, report)) if report.created => {
@@ -552,23 +782,119 @@ fn check_agent_image(image: Vec<u8>, truth: &Truth, faults: &[MediaFault]) -> Se
         Err(_) => {
             outcome.detected = true;
             outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth
-                .records
-                .keys()
-                .filter(|key| !truth.touched(key, faults))
-                .count() as u64;
+            outcome.untouched = truth.untouched_count(faults);
         }
     }
     outcome
 }
 
+/// Draws a fault set: 1 to `faults_per_set_max` faults, each in the pool image or (when
+/// there are cold files) in one of them, in proportion to their sizes.
+fn draw_faults(
+    rng: &mut SplitMix64,
+    budget: &MediaBudget,
+    image: &[u8],
+    used: &[usize],
+    files: &ColdFiles,
+) -> Vec<PlacedFault> {
+    let count = 1 + rng.below(u64::from(budget.faults_per_set_max.max(1))) as usize;
+    let cold_bytes: usize = files.iter().map(|(_, bytes)| bytes.len()).sum();
+    (0..count)
+        .map(|_| {
+            let pick = rng.below((image.len() + cold_bytes) as u64) as usize;
+            if pick < image.len() || cold_bytes == 0 {
+                return PlacedFault {
+                    place: Place::Pool,
+                    fault: MediaFault::draw(rng, image, used),
+                };
+            }
+            let mut rest = pick - image.len();
+            let mut index = 0;
+            while rest >= files[index].1.len() {
+                rest -= files[index].1.len();
+                index += 1;
+            }
+            let bytes = &files[index].1;
+            PlacedFault {
+                place: Place::Cold(index),
+                fault: MediaFault::draw(rng, bytes, &[]),
+            }
+        })
+        .collect()
+}
+
+/// Checks one fault set of `workload`'s image and cold files.
+fn check_set(
+    workload: MediaWorkload,
+    image: &[u8],
+    files: &ColdFiles,
+    truth: &Truth,
+    faults: &[PlacedFault],
+) -> crate::Result<SetOutcome> {
+    let mut faulted = image.to_vec();
+    let mut faulted_files = files.clone();
+    for placed in faults {
+        match placed.place {
+            Place::Pool => placed.fault.apply(&mut faulted),
+            Place::Cold(index) => placed.fault.apply(&mut faulted_files[index].1),
+        }
+    }
+    Ok(match workload {
+        MediaWorkload::Engine => check_engine_image(faulted, truth, faults),
+        MediaWorkload::Agent => check_agent_image(faulted, truth, faults),
+        MediaWorkload::Tiered => check_tiered_image(faulted, &faulted_files, truth, faults)?,
+    })
+}
+
+/// True when the outcome is a bad verdict (silent loss, resurrection, reformat).
+fn is_violation(outcome: &SetOutcome) -> bool {
+    outcome.silent_losses > 0 || outcome.resurrected > 0 || outcome.reformat
+}
+
+/// The smallest sub-list of `faults` found (dropping one fault at a time) that still gives
+/// a bad verdict: the shrunk fault set a report names.
+fn shrink_faults(
+    workload: MediaWorkload,
+    image: &[u8],
+    files: &ColdFiles,
+    truth: &Truth,
+    faults: &[PlacedFault],
+) -> Vec<PlacedFault> {
+    let mut kept = faults.to_vec();
+    let mut index = 0;
+    while index < kept.len() && kept.len() > 1 {
+        let mut candidate = kept.clone();
+        candidate.remove(index);
+        let still_fails = catch_unwind(AssertUnwindSafe(|| {
+            check_set(workload, image, files, truth, &candidate)
+        }))
+        .map_or(true, |checked| {
+            checked.is_ok_and(|outcome| is_violation(&outcome))
+        });
+        if still_fails {
+            kept = candidate;
+        } else {
+            index += 1;
+        }
+    }
+    kept
+}
+
 /// Runs media case `seed`: one workload (its kind follows from the seed), then
-/// `budget.fault_sets_per_case` faulted copies of its image, each checked.
+/// `budget.fault_sets_per_case` faulted copies of its image (and cold files), each checked.
+/// A bad verdict is reported with the smallest fault set found that still gives it.
 pub fn run_media_case(seed: u64, budget: &MediaBudget) -> crate::Result<MediaCaseReport> {
     let workload = MediaWorkload::of_seed(seed);
-    let (image, truth) = match workload {
-        MediaWorkload::Engine => engine_workload(seed, budget.engine_ops)?,
-        MediaWorkload::Agent => agent_workload(seed, budget.agent_posts)?,
+    let (image, files, truth) = match workload {
+        MediaWorkload::Engine => {
+            let (image, truth) = engine_workload(seed, budget.engine_ops)?;
+            (image, ColdFiles::new(), truth)
+        }
+        MediaWorkload::Agent => {
+            let (image, truth) = agent_workload(seed, budget.agent_posts)?;
+            (image, ColdFiles::new(), truth)
+        }
+        MediaWorkload::Tiered => tiered_workload(seed, budget.engine_ops * 2)?,
     };
     let used = used_offsets(&image);
     let mut rng = SplitMix64::new(seed ^ 0x6661_756c_7473);
@@ -578,27 +904,22 @@ pub fn run_media_case(seed: u64, budget: &MediaBudget) -> crate::Result<MediaCas
     };
     let mut first_violation = None;
     for set in 0..budget.fault_sets_per_case {
-        let count = 1 + rng.below(u64::from(budget.faults_per_set_max.max(1))) as usize;
-        let faults: Vec<MediaFault> = (0..count)
-            .map(|_| MediaFault::draw(&mut rng, &image, &used))
-            .collect();
-        let mut faulted = image.clone();
-        for fault in &faults {
-            fault.apply(&mut faulted);
-        }
+        let faults = draw_faults(&mut rng, budget, &image, &used, &files);
         tally.fault_sets += 1;
         tally.media_faults_injected += faults.len() as u64;
-        let checked = catch_unwind(AssertUnwindSafe(|| match workload {
-            MediaWorkload::Engine => check_engine_image(faulted, &truth, &faults),
-            MediaWorkload::Agent => check_agent_image(faulted, &truth, &faults),
+        let checked = catch_unwind(AssertUnwindSafe(|| {
+            check_set(workload, &image, &files, &truth, &faults)
         }));
         let outcome = match checked {
-            Ok(outcome) => outcome,
+            Ok(outcome) => outcome?,
             Err(_) => {
                 tally.panics += 1;
-                first_violation.get_or_insert_with(|| {
-                    format!("seed {seed} set {set}: panic with faults {faults:?}")
-                });
+                if first_violation.is_none() {
+                    let shrunk = shrink_faults(workload, &image, &files, &truth, &faults);
+                    first_violation = Some(format!(
+                        "seed {seed} set {set}: panic with faults {shrunk:?}"
+                    ));
+                }
                 continue;
             }
         };
@@ -612,12 +933,14 @@ pub fn run_media_case(seed: u64, budget: &MediaBudget) -> crate::Result<MediaCas
         }
         if outcome.detected {
             tally.faults_detected += 1;
-        } else if outcome.silent_losses == 0 && !outcome.reformat && outcome.resurrected == 0 {
+        } else if !is_violation(&outcome) {
             tally.fault_sets_harmless += 1;
         }
-        if let Some(loss) = outcome.first_loss {
-            first_violation
-                .get_or_insert_with(|| format!("seed {seed} set {set}: {loss}; faults {faults:?}"));
+        if let (Some(loss), None) = (&outcome.first_loss, &first_violation) {
+            let shrunk = shrink_faults(workload, &image, &files, &truth, &faults);
+            first_violation = Some(format!(
+                "seed {seed} ({workload:?}) set {set}: {loss}; smallest fault set {shrunk:?}"
+            ));
         }
     }
     Ok(MediaCaseReport {
@@ -720,22 +1043,36 @@ mod tests {
 
     #[test]
     fn an_unfaulted_image_serves_every_acknowledged_record() {
-        for seed in [0u64, 1] {
+        for seed in [0u64, 1, 2] {
             let budget = MediaBudget {
                 fault_sets_per_case: 0,
                 ..MediaBudget::default()
             };
             let report = run_media_case(seed, &budget).unwrap();
             assert_eq!(report.tally.fault_sets, 0);
-            let (image, truth) = match MediaWorkload::of_seed(seed) {
-                MediaWorkload::Engine => engine_workload(seed, budget.engine_ops).unwrap(),
-                MediaWorkload::Agent => agent_workload(seed, budget.agent_posts).unwrap(),
+            let workload = MediaWorkload::of_seed(seed);
+            let (image, files, truth) = match workload {
+                MediaWorkload::Engine => {
+                    let (image, truth) = engine_workload(seed, budget.engine_ops).unwrap();
+                    (image, ColdFiles::new(), truth)
+                }
+                MediaWorkload::Agent => {
+                    let (image, truth) = agent_workload(seed, budget.agent_posts).unwrap();
+                    (image, ColdFiles::new(), truth)
+                }
+                MediaWorkload::Tiered => tiered_workload(seed, budget.engine_ops).unwrap(),
             };
             assert!(truth.records.len() > 20, "{} records", truth.records.len());
-            let outcome = match MediaWorkload::of_seed(seed) {
-                MediaWorkload::Engine => check_engine_image(image, &truth, &[]),
-                MediaWorkload::Agent => check_agent_image(image, &truth, &[]),
-            };
+            if workload == MediaWorkload::Tiered {
+                assert!(!files.is_empty(), "the tiered workload migrated nothing");
+                let cold = truth
+                    .records
+                    .values()
+                    .filter(|acked| acked.footprint.iter().any(|(p, _)| *p != Place::Pool))
+                    .count();
+                assert!(cold > 0, "no record has a cold footprint");
+            }
+            let outcome = check_set(workload, &image, &files, &truth, &[]).unwrap();
             assert!(!outcome.detected && !outcome.reformat, "{outcome:?}");
             assert_eq!(outcome.silent_losses, 0, "{outcome:?}");
             assert_eq!(outcome.untouched_readable, truth.records.len() as u64);
@@ -743,15 +1080,23 @@ mod tests {
     }
 
     #[test]
-    fn a_flip_in_an_acknowledged_payload_is_never_served() {
+    fn a_flip_in_any_acknowledged_record_is_detected_never_a_silent_loss() {
+        // Every record of the workload in turn (sealed and open segments alike): a flip in
+        // the last byte its append changed (payload or padding) is reported, never taken for
+        // a torn tail and dropped.
         let (image, truth) = engine_workload(4, 60).unwrap();
-        let (key, acked) = truth.records.iter().next().unwrap();
-        // The last byte the append changed is payload or padding of its record.
-        let at = acked.footprint.last().unwrap().end - 1;
-        let fault = MediaFault::BitFlip { offset: at, bit: 0 };
-        let mut faulted = image;
-        fault.apply(&mut faulted);
-        let outcome = check_engine_image(faulted, &truth, &[fault]);
-        assert_eq!(outcome.silent_losses, 0, "{key:?}: {outcome:?}");
+        for (key, acked) in &truth.records {
+            let at = acked.footprint.last().unwrap().1.end - 1;
+            let fault = MediaFault::BitFlip { offset: at, bit: 0 };
+            let mut faulted = image.clone();
+            fault.apply(&mut faulted);
+            let placed = PlacedFault {
+                place: Place::Pool,
+                fault,
+            };
+            let outcome = check_engine_image(faulted, &truth, &[placed]);
+            assert_eq!(outcome.silent_losses, 0, "{key:?}: {outcome:?}");
+            assert!(!outcome.reformat, "{key:?}: {outcome:?}");
+        }
     }
 }
