@@ -22,6 +22,7 @@ pub mod peer;
 #[cfg(feature = "pmdk")]
 pub mod pmdk;
 pub mod recovery;
+pub mod streams;
 
 pub use peer::{Baseline, PeerError, PeerLog};
 

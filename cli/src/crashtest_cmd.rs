@@ -6,7 +6,8 @@
 //! `--seconds T`, then `--kill-rounds K` rounds of kill -9 of a child process (this binary,
 //! `pstream crashtest --child POOL`) on a real mmap pool and cold directory. Exits non-zero
 //! when any violation was found; `--replay S` reruns case `S` and prints its shortest
-//! failing trace.
+//! failing trace. `--media-faults` runs the media-fault campaign instead (faults at rest
+//! injected into clean images: `pstream_crashtest::media_case`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::process::Command;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pstream_crashtest::kill::{run_child, KillFiles};
+use pstream_crashtest::media_case::{run_media_campaign, MediaBudget, MediaReport};
 use pstream_crashtest::{
     run_campaign, run_case, Budgets, CampaignConfig, CampaignReport, CaseReport, CrashtestError,
     Progress,
@@ -46,6 +48,13 @@ pub struct CrashtestArgs {
     /// Print one JSON object as the last line of stdout
     #[arg(long)]
     json: bool,
+    /// Run the media-fault campaign: bit flips and damaged 256-byte blocks injected into
+    /// clean pool images at rest, then verify, open and read back (no kill rounds)
+    #[arg(long = "media-faults", conflicts_with = "replay")]
+    media_faults: bool,
+    /// Media-fault campaign: faulted images checked per case
+    #[arg(long = "fault-sets", value_name = "N", default_value_t = 40)]
+    fault_sets: u32,
     /// Internal: run as the kill -9 child on this pool file (and POOL.cold)
     #[arg(long, value_name = "POOL", hide = true)]
     child: Option<PathBuf>,
@@ -66,9 +75,85 @@ pub enum CrashtestCmdError {
     Violations { count: u64 },
 }
 
+fn run_media(args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
+    let budget = MediaBudget {
+        fault_sets_per_case: args.fault_sets,
+        ..MediaBudget::default()
+    };
+    let budget = if args.quick {
+        MediaBudget {
+            engine_ops: 60,
+            agent_posts: 30,
+            ..budget
+        }
+    } else {
+        budget
+    };
+    let report =
+        quietly(|| run_media_campaign(args.seed, args.cases, args.seconds, &budget, &mut |_| {}))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?).map_err(CrashtestCmdError::Stdout)?;
+    } else {
+        print_media_summary(&mut out, &report).map_err(CrashtestCmdError::Stdout)?;
+    }
+    out.flush().map_err(CrashtestCmdError::Stdout)?;
+    let bad = report.violation_reports.len() as u64;
+    if bad > 0 {
+        return Err(CrashtestCmdError::Violations { count: bad });
+    }
+    Ok(())
+}
+
+fn print_media_summary(out: &mut impl Write, report: &MediaReport) -> std::io::Result<()> {
+    let tally = &report.tally;
+    writeln!(
+        out,
+        "crashtest --media-faults: seed {}, {} cases, {} faulted images in {:.1} s",
+        report.seed, tally.cases, tally.fault_sets, report.seconds
+    )?;
+    let rows = [
+        (
+            "media faults injected",
+            tally.media_faults_injected.to_string(),
+        ),
+        (
+            "images with damage detected",
+            tally.faults_detected.to_string(),
+        ),
+        ("images unharmed", tally.fault_sets_harmless.to_string()),
+        ("silent losses (records)", tally.silent_losses.to_string()),
+        (
+            "deleted streams back",
+            tally.resurrected_streams.to_string(),
+        ),
+        ("reformats", tally.reformats.to_string()),
+        ("panics", tally.panics.to_string()),
+        (
+            "records salvaged",
+            format!(
+                "{:.4} ({} of {} untouched records readable)",
+                report.records_salvaged_ratio,
+                tally.records_untouched_readable,
+                tally.records_untouched
+            ),
+        ),
+    ];
+    for (name, value) in rows {
+        writeln!(out, "  {name:<28} {value}")?;
+    }
+    for text in &report.violation_reports {
+        writeln!(out, "\n{text}")?;
+    }
+    Ok(())
+}
+
 pub fn run(args: &CrashtestArgs) -> Result<(), CrashtestCmdError> {
     if let Some(pool) = &args.child {
         return Ok(run_child(&KillFiles::for_pool(pool))?);
+    }
+    if args.media_faults {
+        return run_media(args);
     }
     let budgets = if args.quick {
         Budgets::small()

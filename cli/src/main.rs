@@ -71,6 +71,8 @@ enum BenchCommand {
     Recovery(pstream_cli::bench::cli::RecoveryArgs),
     /// Agent layer: fan-out to N recipients with durable acks; ephemeral round trips.
     Agent(pstream_cli::bench::cli::AgentArgs),
+    /// Streams: durable create rate, open time and process memory per idle stream.
+    Streams(pstream_cli::bench::cli::StreamsArgs),
     /// Tiering: migration and cold-read throughput against the raw SSD, appends while
     /// migrating against idle, on a small pool the migrator must drain.
     Tier(tier_cmd::BenchTierArgs),
@@ -258,6 +260,9 @@ fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Bench(BenchCommand::Agent(args)) => {
             pstream_cli::bench::cli::run_agent(&args).map_err(CliError::from)
+        }
+        Command::Bench(BenchCommand::Streams(args)) => {
+            pstream_cli::bench::cli::run_streams(&args).map_err(CliError::from)
         }
         Command::Verify(args) => verify_cmd::run(&args).map_err(CliError::from),
         Command::Demo(args) => demo::run(&args).map_err(CliError::from),

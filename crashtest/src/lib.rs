@@ -31,6 +31,7 @@ mod error;
 pub mod hash;
 pub mod kill;
 pub mod kill9;
+pub mod media_case;
 pub mod migration_case;
 pub mod mutants;
 pub mod object_cold;

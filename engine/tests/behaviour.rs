@@ -470,3 +470,37 @@ fn a_batch_that_does_not_fit_the_segment_rest_goes_whole_into_the_next() {
     assert_eq!(log.bounds(s).unwrap(), (0, 24));
     assert!(pstream_engine::verify(log.pmem()).unwrap().is_clean());
 }
+
+#[test]
+fn slots_are_reused_lowest_first_and_a_full_table_is_a_typed_error() {
+    let log = sim_log(256 * 1024);
+    let slot_count = 16; // common::small_config()
+    let mut ids: Vec<StreamId> = (0..slot_count)
+        .map(|_| log.create_stream(b"s").unwrap())
+        .collect();
+    assert!(matches!(
+        log.create_stream(b"s"),
+        Err(EngineError::StreamTableFull { slot_count: 16 })
+    ));
+    // Free two slots out of order: the next creates take the lower one first, then the
+    // other, with new incarnations (ids never reused).
+    let (low, high) = (ids[3], ids[9]);
+    log.delete_stream(high).unwrap();
+    log.delete_stream(low).unwrap();
+    let first = log.create_stream(b"s").unwrap();
+    let second = log.create_stream(b"s").unwrap();
+    assert_eq!(first.0 & 0xffff_ffff, low.0 & 0xffff_ffff);
+    assert_eq!(second.0 & 0xffff_ffff, high.0 & 0xffff_ffff);
+    assert!(first != low && second != high);
+    assert!(matches!(
+        log.create_stream(b"s"),
+        Err(EngineError::StreamTableFull { .. })
+    ));
+    ids[3] = first;
+    ids[9] = second;
+    // After a reopen (the search starts over), a delete is still reused.
+    let (log, _) = Log::open(log.close(), common::options(2)).unwrap();
+    log.delete_stream(ids[15]).unwrap();
+    let again = log.create_stream(b"s").unwrap();
+    assert_eq!(again.0 & 0xffff_ffff, ids[15].0 & 0xffff_ffff);
+}

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::agent::{self, AgentBenchConfig, AgentBenchReport};
 use super::recovery::{self, RecoveryBenchConfig, RecoveryBenchReport, RecoveryStage};
+use super::streams::{self, StreamsBenchConfig, StreamsBenchReport};
 use super::{AppendBenchReport, BenchError};
 use crate::ceiling;
 
@@ -38,6 +39,24 @@ pub struct RecoveryArgs {
     /// Exit with status 1 if any size misses the recovery target (after the report)
     #[arg(long)]
     pub check: bool,
+}
+
+/// `pstream bench streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// Stream counts, comma separated (each on a fresh pool)
+    #[arg(long = "count", value_name = "N,N,...", value_delimiter = ',',
+          default_values_t = streams::DEFAULT_COUNTS)]
+    pub counts: Vec<u64>,
+    /// Payload bytes of the one record each stream gets
+    #[arg(long = "size", value_name = "BYTES", default_value_t = 16)]
+    pub payload_bytes: usize,
+    /// Directory for the pool files [default: /dev/shm if it exists, else the temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print one JSON object as the last line of stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pstream bench agent`.
@@ -137,6 +156,61 @@ pub fn run_recovery(args: &RecoveryArgs) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+/// Runs `pstream bench streams`.
+pub fn run_streams(args: &StreamsArgs) -> Result<(), BenchError> {
+    let mut config =
+        StreamsBenchConfig::new(&args.dir.clone().unwrap_or_else(ceiling::default_dir));
+    config.counts.clone_from(&args.counts);
+    config.payload_bytes = args.payload_bytes;
+    let counts = config.counts.clone();
+    let bar = bar(args.json, counts.len() as u64 * BAR_UNITS);
+    let report = streams::run_streams_bench(&config, &mut |index, fraction| {
+        let count = counts.get(index).copied().unwrap_or(0);
+        bar.set_message(format!("{count} streams"));
+        let units = (fraction.clamp(0.0, 1.0) * BAR_UNITS as f64) as u64;
+        bar.set_position(index as u64 * BAR_UNITS + units);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    if args.json {
+        emit_json(&report)
+    } else {
+        emit_lines(&streams_table(&report))
+    }
+}
+
+fn streams_table(report: &StreamsBenchReport) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "streams: one {} B record per stream, pools in {}",
+            report.payload_bytes, report.dir
+        ),
+        format!(
+            "{:>10} {:>12} {:>10} {:>12} {:>12} {:>12}",
+            "streams", "creates/s", "open s", "open us/str", "RSS B/idle", "RSS B/live"
+        ),
+    ];
+    for p in &report.points {
+        lines.push(format!(
+            "{:>10} {:>12.0} {:>10.3} {:>12.3} {:>12.1} {:>12.1}",
+            p.streams,
+            p.creates_per_sec,
+            p.open_seconds,
+            p.open_us_per_stream,
+            p.rss_bytes_per_idle_stream,
+            p.rss_bytes_per_live_stream
+        ));
+    }
+    lines.push(format!(
+        "targets (issue 18): >= {:.0} creates/s, <= {:.0} B per idle stream, <= {} us per \
+         stream to open (2 s for 10 M)",
+        streams::TARGET_CREATES_PER_SEC,
+        streams::TARGET_RSS_BYTES_PER_IDLE_STREAM,
+        streams::TARGET_OPEN_US_PER_STREAM
+    ));
+    lines
 }
 
 fn recovery_table(report: &RecoveryBenchReport) -> Vec<String> {

@@ -99,6 +99,9 @@ pub struct Log<P: Pmem, C: ColdTier = NoColdTier> {
     pub(crate) streams: Box<[RwLock<Option<Arc<Stream>>>]>,
     /// Slot states for create/delete; also serializes them (off the append path).
     pub(crate) slots: Mutex<Vec<SlotInfo>>,
+    /// Every slot below this index is live (changed only under `slots`): where the search
+    /// for a free slot starts, so that creating the n-th stream is not O(n).
+    pub(crate) slot_search_from: std::sync::atomic::AtomicUsize,
     pub(crate) segments: Box<[SegmentMeta]>,
     pub(crate) space: Mutex<Space>,
     /// Segments whose readers have all left, waiting to be scrubbed.
@@ -221,6 +224,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             lanes,
             streams,
             slots: Mutex::new(Vec::new()),
+            slot_search_from: std::sync::atomic::AtomicUsize::new(0),
             segments,
             space: Mutex::new(Space::default()),
             scrub_queue: Arc::new(SegQueue::new()),

@@ -1,5 +1,6 @@
 //! Streams: create, delete, list, look up, bounds, trim.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_epoch::{self as epoch};
@@ -38,11 +39,24 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             });
         }
         let mut slots = self.slots.lock();
-        let Some(slot) = slots.iter().position(|s| s.state != SlotState::Live) else {
+        // Every slot below `from` is live (the field's invariant), so the first free or
+        // deleted slot is at or past it.
+        let from = self
+            .slot_search_from
+            .load(Ordering::Relaxed)
+            .min(slots.len());
+        debug_assert!(slots[..from].iter().all(|s| s.state == SlotState::Live));
+        let Some(slot) = slots[from..]
+            .iter()
+            .position(|s| s.state != SlotState::Live)
+            .map(|offset| from + offset)
+        else {
+            self.slot_search_from.store(slots.len(), Ordering::Relaxed);
             return Err(EngineError::StreamTableFull {
                 slot_count: self.layout.stream_slot_count,
             });
         };
+        self.slot_search_from.store(slot + 1, Ordering::Relaxed);
         let incarnation = slots[slot].incarnation.wrapping_add(1).max(1);
         let slot_index = slot as u32;
         let offset = self.layout.slot_offset(slot_index);
@@ -84,6 +98,8 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let guard = epoch::pin();
         let index = stream.mark_deleted();
         slots[stream.slot as usize].state = SlotState::Deleted;
+        self.slot_search_from
+            .fetch_min(stream.slot as usize, Ordering::Relaxed);
         *self.streams[stream.slot as usize].write() = None;
         drop(slots);
         let dead_cold = self.forget_records(index.entries.iter().copied());
