@@ -66,7 +66,6 @@ pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
 /// crc32c (Castagnoli) of the concatenation of `parts`: the checksum of format v2. The
 /// `crc32c` crate picks the SSE4.2 `crc32` instruction at run time where the CPU has it and
 /// a table fallback otherwise, so the same bytes give the same value on every machine.
-#[cfg_attr(not(test), allow(dead_code))] // format v2's structures move to it (issues 11, 12)
 pub(crate) fn crc32c(parts: &[&[u8]]) -> u32 {
     parts
         .iter()

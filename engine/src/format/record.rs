@@ -1,8 +1,8 @@
 //! Record header: the 32 bytes in front of every payload in a segment.
 //!
 //! ```text
-//! 0   u32 header_crc   crc32(pool_nonce, segment_gen, bytes 4..32); its complement = void
-//! 4   u32 payload_crc  crc32(payload)
+//! 0   u32 header_crc   crc32c(pool_nonce, segment_gen, bytes 4..32); its complement = void
+//! 4   u32 payload_crc  crc32c(payload)
 //! 8   u64 stream_id    slot index (low 32 bits) | slot incarnation (high 32 bits)
 //! 16  u64 seq          dense per-stream sequence number
 //! 24  u32 payload_len  at most MAX_PAYLOAD_BYTES
@@ -27,7 +27,7 @@
 //! voids records that were written but can never be acknowledged (they follow a gap in their
 //! stream) with one atomic 8-byte store, so the length stays readable and the scan goes on.
 
-use super::{crc32, le_u16, le_u32, le_u64, put_u32, put_u64};
+use super::{crc32c, le_u16, le_u32, le_u64, put_u32, put_u64};
 
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// Records start on cache lines: an append then never stores into a line that the previous
@@ -61,13 +61,13 @@ const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
 pub struct CrcKey {
     pub pool_nonce: u64,
     pub segment_gen: u64,
-    /// crc32 of the key's bytes, from which each header's crc continues.
+    /// crc32c of the key's bytes, from which each header's crc continues.
     prefix_crc: u32,
 }
 
 impl CrcKey {
     pub fn new(pool_nonce: u64, segment_gen: u64) -> CrcKey {
-        let prefix_crc = crc32(&[&pool_nonce.to_le_bytes(), &segment_gen.to_le_bytes()]);
+        let prefix_crc = crc32c(&[&pool_nonce.to_le_bytes(), &segment_gen.to_le_bytes()]);
         CrcKey {
             pool_nonce,
             segment_gen,
@@ -111,14 +111,12 @@ pub const fn record_size_bytes(payload_len: usize) -> usize {
     (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
-/// crc32 of the key's bytes followed by `covered`, continued from the key's prefix crc.
+/// crc32c of the key's bytes followed by `covered`, continued from the key's prefix crc.
 fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new_with_initial(key.prefix_crc);
-    hasher.update(covered);
-    let crc = hasher.finalize();
+    let crc = ::crc32c::crc32c_append(key.prefix_crc, covered);
     debug_assert_eq!(
         crc,
-        crc32(&[
+        crc32c(&[
             &key.pool_nonce.to_le_bytes(),
             &key.segment_gen.to_le_bytes(),
             covered,
@@ -202,8 +200,9 @@ pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
     }
 }
 
+/// crc32c (Castagnoli) of a payload: hardware `crc32` where the CPU has it.
 pub fn payload_crc(payload: &[u8]) -> u32 {
-    crc32fast::hash(payload)
+    crc32c(&[payload])
 }
 
 #[cfg(test)]
@@ -224,12 +223,12 @@ mod tests {
         }
     }
 
-    /// The layout's definition: crc32(pool_nonce, segment_gen, bytes 4..32), whatever the
+    /// The layout's definition: crc32c(pool_nonce, segment_gen, bytes 4..32), whatever the
     /// encoder's shortcut (it continues from the key's crc).
     #[test]
     fn header_crc_is_the_crc_of_key_and_covered_bytes() {
         let bytes = encode(&sample(), key());
-        let expected = crc32fast::hash(
+        let expected = ::crc32c::crc32c(
             &[
                 &0x1234_5678_9abc_def0u64.to_le_bytes()[..],
                 &7u64.to_le_bytes()[..],
