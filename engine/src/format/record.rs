@@ -1,7 +1,7 @@
 //! Record header: the 32 bytes in front of every payload in a segment.
 //!
 //! ```text
-//! 0   u32 header_crc   crc32c(pool_nonce, segment_gen, bytes 4..32); its complement = void
+//! 0   u32 header_crc   crc32c(pool_nonce, segment_gen, offset, bytes 4..32); complement = void
 //! 4   u32 payload_crc  crc32c(payload)
 //! 8   u64 stream_id    slot index (low 32 bits) | slot incarnation (high 32 bits)
 //! 16  u64 seq          dense per-stream sequence number
@@ -12,11 +12,15 @@
 //! 32  payload, then zero padding to the next cache line (64 bytes)
 //! ```
 //!
+//! `offset` is the header's byte offset in its segment (u64 LE in the crc input).
+//!
 //! Why payload bytes can never pass for a header: the crc is keyed with the pool's random
-//! nonce and the generation of the segment the record was written into, segments are zeroed
-//! before reuse, and the scanner only ever reads a header where the previous valid record
-//! ended. A crafted payload would need the exact crc of a future segment generation keyed
-//! with a nonce it never sees, and would still never be read at a header position.
+//! nonce, the generation of the segment the record was written into and the header's own
+//! offset in that segment, and segments are zeroed before reuse. A crafted payload would
+//! need the exact crc of a future segment generation at the position it will land at, keyed
+//! with a nonce it never sees. The scanner reads headers where the previous valid record
+//! ended; past a damaged record it looks for headers that check at their own position (see
+//! `scan`), which payload bytes never do.
 //!
 //! A batch (see `Log::append_batch`) is a run of consecutive records of one segment: every
 //! record but the last has kind `KIND_BATCH_MORE`, the last has `KIND_DATA` (a lone append
@@ -56,7 +60,7 @@ const _: () = assert!(RECORD_ALIGN_BYTES % 8 == 0 && RECORD_HEADER_BYTES <= RECO
 const _: () = assert!(RECORD_ALIGN_BYTES == pmem_emul::CACHE_LINE_BYTES);
 const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
 
-/// The key that binds a record header to one pool and one segment generation.
+/// The key that binds record headers to one pool and one segment generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrcKey {
     pub pool_nonce: u64,
@@ -74,6 +78,26 @@ impl CrcKey {
             prefix_crc,
         }
     }
+
+    /// The key of the header at `offset_bytes` in the segment: a header checks only at the
+    /// position it was written at, so a scan may look for valid headers at any aligned
+    /// position (past a damaged record) without taking payload bytes for one.
+    pub fn at(self, offset_bytes: u64) -> RecordKey {
+        RecordKey {
+            key: self,
+            offset_bytes,
+            prefix_crc: ::crc32c::crc32c_append(self.prefix_crc, &offset_bytes.to_le_bytes()),
+        }
+    }
+}
+
+/// A [`CrcKey`] bound to one header position (see [`CrcKey::at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordKey {
+    pub key: CrcKey,
+    pub offset_bytes: u64,
+    /// crc32c of (pool_nonce, segment_gen, offset_bytes).
+    prefix_crc: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,13 +136,14 @@ pub const fn record_size_bytes(payload_len: usize) -> usize {
 }
 
 /// crc32c of the key's bytes followed by `covered`, continued from the key's prefix crc.
-fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
+fn header_crc(key: RecordKey, covered: &[u8]) -> u32 {
     let crc = ::crc32c::crc32c_append(key.prefix_crc, covered);
     debug_assert_eq!(
         crc,
         crc32c(&[
-            &key.pool_nonce.to_le_bytes(),
-            &key.segment_gen.to_le_bytes(),
+            &key.key.pool_nonce.to_le_bytes(),
+            &key.key.segment_gen.to_le_bytes(),
+            &key.offset_bytes.to_le_bytes(),
             covered,
         ])
     );
@@ -126,7 +151,7 @@ fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
 }
 
 /// Encodes a live header for `payload` (whose crc the caller computed once).
-pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
+pub fn encode(header: &RecordHeader, key: RecordKey) -> [u8; RECORD_HEADER_BYTES] {
     debug_assert!(header.payload_len as usize <= MAX_PAYLOAD_BYTES);
     let mut bytes = [0u8; RECORD_HEADER_BYTES];
     put_u32(&mut bytes, PAYLOAD_CRC_OFFSET, header.payload_crc);
@@ -146,13 +171,13 @@ pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
 }
 
 /// The first 8-byte word of a header, rewritten so that the record reads as void.
-pub fn void_word(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> u64 {
+pub fn void_word(bytes: &[u8; RECORD_HEADER_BYTES], key: RecordKey) -> u64 {
     let crc = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
     u64::from(!crc) | (u64::from(le_u32(bytes, PAYLOAD_CRC_OFFSET)) << 32)
 }
 
 /// Decodes untrusted header bytes.
-pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
+pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: RecordKey) -> HeaderCheck {
     if bytes.iter().all(|&b| b == 0) {
         return HeaderCheck::Zero;
     }
@@ -190,7 +215,7 @@ pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
 }
 
 /// Decodes a header from any slice (fuzz entry point): short input is `Invalid`.
-pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
+pub fn decode_slice(bytes: &[u8], key: RecordKey) -> HeaderCheck {
     match bytes
         .get(..RECORD_HEADER_BYTES)
         .and_then(|b| <&[u8; RECORD_HEADER_BYTES]>::try_from(b).ok())
@@ -209,8 +234,8 @@ pub fn payload_crc(payload: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    fn key() -> CrcKey {
-        CrcKey::new(0x1234_5678_9abc_def0, 7)
+    fn key() -> RecordKey {
+        CrcKey::new(0x1234_5678_9abc_def0, 7).at(128)
     }
 
     fn sample() -> RecordHeader {
@@ -223,7 +248,7 @@ mod tests {
         }
     }
 
-    /// The layout's definition: crc32c(pool_nonce, segment_gen, bytes 4..32), whatever the
+    /// The layout's definition: crc32c(pool_nonce, segment_gen, offset, bytes 4..32), whatever the
     /// encoder's shortcut (it continues from the key's crc).
     #[test]
     fn header_crc_is_the_crc_of_key_and_covered_bytes() {
@@ -232,6 +257,7 @@ mod tests {
             &[
                 &0x1234_5678_9abc_def0u64.to_le_bytes()[..],
                 &7u64.to_le_bytes()[..],
+                &128u64.to_le_bytes()[..],
                 &bytes[CRC_COVERED_OFFSET..],
             ]
             .concat(),
@@ -282,10 +308,15 @@ mod tests {
     }
 
     #[test]
-    fn other_generation_or_pool_is_rejected() {
+    fn other_generation_pool_or_position_is_rejected() {
         let bytes = encode(&sample(), key());
-        let other_gen = CrcKey::new(key().pool_nonce, 8);
-        let other_pool = CrcKey::new(1, key().segment_gen);
+        let other_gen = CrcKey::new(key().key.pool_nonce, 8).at(128);
+        let other_pool = CrcKey::new(1, key().key.segment_gen).at(128);
+        let other_offset = key().key.at(192);
+        assert_eq!(
+            decode(&bytes, other_offset),
+            HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
+        );
         assert_eq!(
             decode(&bytes, other_gen),
             HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
