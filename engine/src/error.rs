@@ -68,17 +68,15 @@ pub enum CorruptKind {
     /// An invalid record where no crash could have left a torn write: valid data lies
     /// past it, or it lies outside the extent a write in flight could have reached. The
     /// location is the damaged record's; the records between it and `valid_again_at_bytes`
-    /// are lost.
+    /// are lost. (The damaged record's own stream and seq, when its header still checks,
+    /// are in the error's detail; kept out of here so that errors stay small.)
     NotTorn {
-        /// Stream and seq of the damaged record, when its header still checks (a damaged
-        /// payload); `None` when the header itself is damaged.
-        damaged: Option<(StreamId, u64)>,
         /// The first record past the damage that checks at its own position: its stream
         /// and seq (`None`: only unreadable bytes follow).
         next_valid: Option<(StreamId, u64)>,
         /// Segment offset where readable records start again (that record's offset), or
         /// of the first non-zero byte that proves the damage was not a torn write.
-        valid_again_at_bytes: u64,
+        valid_again_at_bytes: u32,
     },
     /// A sealed segment ends inside a batch (a lane seals only between batches).
     SealedInsideBatch,
@@ -107,14 +105,10 @@ impl fmt::Display for CorruptKind {
             CorruptKind::BadField { field } => write!(f, "impossible value in {field}"),
             CorruptKind::Mismatch { field } => write!(f, "{field} disagrees"),
             CorruptKind::NotTorn {
-                damaged,
                 next_valid,
                 valid_again_at_bytes,
             } => {
                 write!(f, "damaged record where no write was in flight")?;
-                if let Some((stream, seq)) = damaged {
-                    write!(f, " (stream {stream} seq {seq})")?;
-                }
                 match next_valid {
                     Some((stream, seq)) => write!(
                         f,

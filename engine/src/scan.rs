@@ -24,8 +24,9 @@
 //! O3 and O4: a record that ends its batch ends the write it belongs to, so bytes past it
 //! were written by a later write, which a lane starts only after this one was fenced: the
 //! invalid record was durable and has been damaged since. Each row has a unit test below
-//! (`row_*`). `NotTorn` carries what is known of the loss: the damaged record's stream and
-//! seq if its header still checks, and the first record that checks past it.
+//! (`row_*`). `NotTorn` carries what is known of the loss: the first record that checks past
+//! the damaged one (stream, seq, offset); the detail names the damaged record's stream and
+//! seq if its header still checks.
 //!
 //! Then batches (see `format::record`): the valid records must end with a record that ends
 //! its batch. In a sealed segment, a trailing `KIND_BATCH_MORE` record is corruption (a
@@ -183,7 +184,10 @@ fn next_valid_record<P: Pmem>(
     None
 }
 
-/// The `NotTorn` error for the invalid record at `pos`, with what is known of the loss.
+/// The `NotTorn` error for the invalid record at `pos`, with what is known of the loss:
+/// the first record `next` that checks past it (else `data_at`, the offset of bytes that
+/// prove the damage), and in the detail the damaged record's stream and seq if its header
+/// still checks.
 #[allow(clippy::too_many_arguments)]
 fn not_torn<P: Pmem>(
     pmem: &P,
@@ -193,21 +197,29 @@ fn not_torn<P: Pmem>(
     end: u64,
     key: CrcKey,
     next: Option<(u64, RecordHeader)>,
+    data_at: u64,
     why: &str,
 ) -> EngineError {
-    let damaged = header_at(pmem, base, pos, end, key).map(|h| (StreamId(h.stream_id), h.seq));
     let (next_valid, valid_again_at_bytes) = match next {
         Some((at, h)) => (Some((StreamId(h.stream_id), h.seq)), at),
-        None => (None, end),
+        None => (None, data_at),
+    };
+    let damaged = match header_at(pmem, base, pos, end, key) {
+        Some(h) => format!(
+            "damaged record: stream {} seq {}",
+            StreamId(h.stream_id),
+            h.seq
+        ),
+        None => "damaged record: header unreadable".to_owned(),
     };
     EngineError::corruption(
         record_location(segment, pos),
         CorruptKind::NotTorn {
-            damaged,
             next_valid,
-            valid_again_at_bytes,
+            // Segment offsets fit u32 (`Loc` holds them so).
+            valid_again_at_bytes: u32::try_from(valid_again_at_bytes).unwrap_or(u32::MAX),
         },
-        why,
+        format!("{why}; {damaged}"),
     )
 }
 
@@ -225,27 +237,23 @@ fn open_tail_damage<P: Pmem>(
 ) -> Option<EngineError> {
     // One pass from `pos`: where the last non-zero byte is (nothing past it to explain).
     let rest = pmem.read(base + pos as usize, (end - pos) as usize);
-    let Some(last_nonzero) = rest.iter().rposition(|&b| b != 0) else {
+    let Some(last_nonzero) = crate::format::last_nonzero(rest) else {
         return None; // O1: nothing was written here
     };
     let written_end = pos + last_nonzero as u64 + 1;
     let first_valid_past = |limit| next_valid_record(pmem, base, pos, limit, end, key);
     if written_end > torn_end {
         // O2: bytes no write in flight could have reached.
-        let next = first_valid_past(end);
-        let (stream_seq, at) = match next {
-            Some((at, h)) => (Some((StreamId(h.stream_id), h.seq)), at),
-            None => (None, written_end - 1),
-        };
-        return Some(EngineError::corruption(
-            record_location(segment, pos),
-            CorruptKind::NotTorn {
-                damaged: header_at(pmem, base, pos, end, key)
-                    .map(|h| (StreamId(h.stream_id), h.seq)),
-                next_valid: stream_seq,
-                valid_again_at_bytes: at,
-            },
-            format!("invalid record followed by data at offset {at} (past any torn write)"),
+        return Some(not_torn(
+            pmem,
+            base,
+            segment,
+            pos,
+            end,
+            key,
+            first_valid_past(end),
+            written_end - 1,
+            "invalid record followed by data past any write in flight",
         ));
     }
     if let Some(header) = header_at(pmem, base, pos, end, key) {
@@ -260,6 +268,7 @@ fn open_tail_damage<P: Pmem>(
                 end,
                 key,
                 first_valid_past(end),
+                written_end - 1,
                 "record with a damaged payload followed by a later write",
             ));
         }
@@ -277,6 +286,7 @@ fn open_tail_damage<P: Pmem>(
                 end,
                 key,
                 Some((at, header)),
+                written_end - 1,
                 "invalid record followed by a complete write and a later one",
             ));
         }
@@ -326,6 +336,7 @@ pub fn scan_sealed<P: Pmem>(
                 end,
                 key,
                 next,
+                end,
                 "invalid record inside a sealed segment",
             ));
         };
@@ -611,10 +622,9 @@ mod tests {
             .segment_offset(0)
     }
 
-    /// The `NotTorn` fields of a scan's error (panics on anything else).
-    fn not_torn_of(
-        result: Result<OpenTail>,
-    ) -> (u64, Option<(StreamId, u64)>, Option<(StreamId, u64)>, u64) {
+    /// The location and `NotTorn` fields of a scan's error, and its detail (panics on
+    /// anything else).
+    fn not_torn_of(result: Result<OpenTail>) -> (u64, String, Option<(StreamId, u64)>, u64) {
         match result {
             Err(EngineError::Corruption {
                 location:
@@ -624,12 +634,16 @@ mod tests {
                     },
                 kind:
                     CorruptKind::NotTorn {
-                        damaged,
                         next_valid,
                         valid_again_at_bytes,
                     },
-                ..
-            }) => (offset_bytes, damaged, next_valid, valid_again_at_bytes),
+                detail,
+            }) => (
+                offset_bytes,
+                detail,
+                next_valid,
+                u64::from(valid_again_at_bytes),
+            ),
             other => panic!("expected NotTorn in segment 0, got {other:?}"),
         }
     }
@@ -655,8 +669,9 @@ mod tests {
         assert!(stray < segment_bytes);
         image[layout.segment_offset(0) + stray as usize] = 0x5a;
         let (_, result, _) = scan_open_image(image.clone());
-        let (at, damaged, next_valid, again) = not_torn_of(result);
-        assert_eq!((at, damaged, next_valid, again), (tail, None, None, stray));
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!((at, next_valid, again), (tail, None, stray));
+        assert!(detail.contains("header unreadable"), "{detail}");
         // One byte less far is within reach of the write in flight: a torn tail.
         let mut near = image;
         near[layout.segment_offset(0) + stray as usize] = 0;
@@ -671,9 +686,9 @@ mod tests {
         let base = segment_base(&image);
         image[base + offsets[2] as usize + RECORD_HEADER_BYTES + 50] ^= 0x10;
         let (_, result, _) = scan_open_image(image);
-        let (at, damaged, next_valid, again) = not_torn_of(result);
+        let (at, detail, next_valid, again) = not_torn_of(result);
         assert_eq!(at, offsets[2]);
-        assert_eq!(damaged, Some((s, 2)));
+        assert!(detail.contains(&format!("stream {s} seq 2")), "{detail}");
         assert_eq!(next_valid, Some((s, 3)));
         assert_eq!(again, offsets[3]);
     }
@@ -686,8 +701,9 @@ mod tests {
         // is unknown; the records after it check at their own positions.
         image[base + offsets[3] as usize + 16] ^= 0x01;
         let (_, result, _) = scan_open_image(image);
-        let (at, damaged, next_valid, again) = not_torn_of(result);
-        assert_eq!((at, damaged), (offsets[3], None));
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!(at, offsets[3]);
+        assert!(detail.contains("header unreadable"), "{detail}");
         assert_eq!((next_valid, again), (Some((s, 4)), offsets[4]));
     }
 
@@ -747,8 +763,9 @@ mod tests {
             record_count: 0,
             incomplete_batch_records: 0,
         });
-        let (at, damaged, next_valid, again) = not_torn_of(result);
-        assert_eq!((at, damaged), (offsets[1], Some((s, 1))));
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!(at, offsets[1]);
+        assert!(detail.contains(&format!("stream {s} seq 1")), "{detail}");
         assert_eq!((next_valid, again), (Some((s, 2)), offsets[2]));
     }
 
