@@ -50,14 +50,14 @@ pub struct ColdInventory {
 }
 
 /// One live record handed to [`ColdTier::write_segment`]: its payload, borrowed from
-/// persistent memory, with the crc32c of that payload from its record header (the engine
-/// verified the payload against it just before).
+/// persistent memory, with the crc32 of that payload from its record header (the engine
+/// verified the payload against it just before), so the cold tier need not hash it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColdPayload<'a> {
     pub stream_id: u64,
     pub seq: u64,
     pub payload: &'a [u8],
-    /// crc32c (Castagnoli) of `payload`, as in the record header.
+    /// crc32 (IEEE, as `crc32fast::hash`) of `payload`.
     pub payload_crc: u32,
 }
 

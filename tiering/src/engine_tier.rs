@@ -160,14 +160,12 @@ impl<I: SegmentIo + 'static> ColdTier for EngineColdTier<I> {
             segment_gen: source.segment_gen,
             pool_nonce: source.pool_nonce,
         };
-        // The engine verified each payload against its record's crc32c while scanning the
-        // segment; cold files keep crc32 (IEEE) of each payload, which the writer computes
-        // over its copy while it is in cache.
+        // The engine verified each payload against this crc while scanning the segment.
         let records = records.map(|record| ColdRecord {
             stream_id: record.stream_id,
             seq: record.seq,
             payload: record.payload,
-            payload_crc: None,
+            payload_crc: Some(record.payload_crc),
         });
         match self.store.write_segment(&segment, records) {
             Ok(handle) => Ok(ColdWritten {

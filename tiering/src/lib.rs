@@ -22,7 +22,7 @@
 //!     &SourceSegment { segment_index, segment_gen, pool_nonce },
 //!     live_records,      // impl IntoIterator<Item = T>, T: Into<ColdRecord>: either
 //! )?;                    // (stream_id, seq, payload) or ColdRecord { stream_id, seq, payload,
-//!                        // payload_crc: Some(crc32 IEEE of the payload) } (saves a crc pass)
+//!                        // payload_crc: Some(crc from the record header) } (saves a crc pass)
 //!
 //! // Reads, from any thread, never blocking appends:
 //! let payload: Vec<u8> = cold.read_record(segment_gen, stream_id, seq)?;

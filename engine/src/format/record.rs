@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0   u32 header_crc   crc32c(pool_nonce, segment_gen, offset, bytes 4..32); complement = void
-//! 4   u32 payload_crc  crc32c(payload)
+//! 4   u32 payload_crc  crc32(payload), IEEE (crc32fast)
 //! 8   u64 stream_id    slot index (low 32 bits) | slot incarnation (high 32 bits)
 //! 16  u64 seq          dense per-stream sequence number
 //! 24  u32 payload_len  at most MAX_PAYLOAD_BYTES
@@ -225,9 +225,12 @@ pub fn decode_slice(bytes: &[u8], key: RecordKey) -> HeaderCheck {
     }
 }
 
-/// crc32c (Castagnoli) of a payload: hardware `crc32` where the CPU has it.
+/// crc32 (IEEE, crc32fast: PCLMULQDQ folding) of a payload. Measured on this machine's AMD
+/// EPYC, it is faster than crc32c (the `crc32c` crate: three interleaved `crc32`
+/// instructions) from 256 bytes up: 96 vs 193 ns at 4 KiB, 1.1 vs 2.5 us at 64 KiB; the
+/// header check (52 bytes of input) stays on crc32c, which ties or wins there.
 pub fn payload_crc(payload: &[u8]) -> u32 {
-    crc32c(&[payload])
+    crc32fast::hash(payload)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //!        16 u32 block_no
 //!        20 u32 offset_in_block   offset in the block's uncompressed bytes
 //!        24 u32 len_bytes         payload length
-//!        28 u32 payload_crc       crc32 (IEEE) of the payload
+//!        28 u32 payload_crc       crc32 of the payload (the engine's payload_crc)
 //! end  u32     crc             crc32 of every footer byte before it
 //! ```
 //!
