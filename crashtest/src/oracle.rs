@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pmem_emul::{CrashPoint, Pmem, SimPmem};
 use pstream_engine::format::record::{encode, payload_crc, CrcKey, RecordHeader};
+use pstream_engine::format::segment::SEGMENT_HEADER_BYTES;
 use pstream_engine::format::superblock::Superblock;
 use pstream_engine::{ColdTier, Log, OpenOptions, StreamId};
 
@@ -373,7 +374,10 @@ pub fn crafted_payload(
             payload_crc: payload_crc(&[]),
             batch_more: false,
         };
-        payload.extend_from_slice(&encode(&header, CrcKey::new(pool_nonce, segment_gen)));
+        // Keyed at a segment's first record position: where a scanner that lost its
+        // place would start.
+        let key = CrcKey::new(pool_nonce, segment_gen).at(SEGMENT_HEADER_BYTES as u64);
+        payload.extend_from_slice(&encode(&header, key));
     }
     payload
 }

@@ -107,7 +107,7 @@ fn engine_seeds() {
     write("segment_entry", "zero", &[0; 128]);
 
     let nonce = 0xfeed_u64;
-    let key = CrcKey::new(nonce, 5);
+    let key = CrcKey::new(nonce, 5).at(128);
     let live = record::encode(
         &RecordHeader {
             stream_id: 1 | (1 << 32),
@@ -118,7 +118,11 @@ fn engine_seeds() {
         },
         key,
     );
-    let prefix = cat(&[&nonce.to_le_bytes(), &5u64.to_le_bytes()]);
+    let prefix = cat(&[
+        &nonce.to_le_bytes(),
+        &5u64.to_le_bytes(),
+        &128u64.to_le_bytes(),
+    ]);
     write("record_header", "live", &cat(&[&prefix, &live]));
     let void = record::void_word(&live, key).to_le_bytes();
     write("record_header", "void", &cat(&[&prefix, &void, &live[8..]]));

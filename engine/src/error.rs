@@ -74,8 +74,18 @@ pub enum CorruptKind {
         field: &'static str,
     },
     /// An invalid record where no crash could have left a torn write: valid data lies
-    /// past it, or it lies outside the extent a write in flight could have reached.
-    NotTorn,
+    /// past it, or it lies outside the extent a write in flight could have reached. The
+    /// location is the damaged record's; the records between it and `valid_again_at_bytes`
+    /// are lost. (The damaged record's own stream and seq, when its header still checks,
+    /// are in the error's detail; kept out of here so that errors stay small.)
+    NotTorn {
+        /// The first record past the damage that checks at its own position: its stream
+        /// and seq (`None`: only unreadable bytes follow).
+        next_valid: Option<(StreamId, u64)>,
+        /// Segment offset where readable records start again (that record's offset), or
+        /// of the first non-zero byte that proves the damage was not a torn write.
+        valid_again_at_bytes: u32,
+    },
     /// A sealed segment ends inside a batch (a lane seals only between batches).
     SealedInsideBatch,
     /// Two records claim the same stream and seq.
@@ -102,7 +112,20 @@ impl fmt::Display for CorruptKind {
             CorruptKind::Checksum => write!(f, "checksum mismatch"),
             CorruptKind::BadField { field } => write!(f, "impossible value in {field}"),
             CorruptKind::Mismatch { field } => write!(f, "{field} disagrees"),
-            CorruptKind::NotTorn => write!(f, "damaged record where no write was in flight"),
+            CorruptKind::NotTorn {
+                next_valid,
+                valid_again_at_bytes,
+            } => {
+                write!(f, "damaged record where no write was in flight")?;
+                match next_valid {
+                    Some((stream, seq)) => write!(
+                        f,
+                        ", records readable again at offset {valid_again_at_bytes} \
+                         (stream {stream} seq {seq})"
+                    ),
+                    None => write!(f, ", data follows at offset {valid_again_at_bytes}"),
+                }
+            }
             CorruptKind::SealedInsideBatch => write!(f, "sealed segment ends inside a batch"),
             CorruptKind::DuplicateSeq { stream, seq } => {
                 write!(f, "stream {stream} seq {seq} is duplicated")

@@ -426,6 +426,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             let offset = layout.segment_offset(segment) + offset_bytes as usize;
             let mut header = [0u8; RECORD_HEADER_BYTES];
             header.copy_from_slice(log.pmem.read(offset, RECORD_HEADER_BYTES));
+            let key = key.at(u64::from(offset_bytes));
             log.pmem.write_u64(offset, record::void_word(&header, key));
             log.pmem.flush(offset, 8);
         }

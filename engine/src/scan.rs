@@ -3,14 +3,30 @@
 //! The scanner reads a header only where the previous valid record ended, starting right
 //! after the segment header, so payload bytes are never interpreted as a header.
 //!
-//! Decision table at the first position that does not hold a valid record:
+//! Decision table at the first position `pos` that does not hold a valid record. The write
+//! in flight at a crash (the only one that may be torn) started at `batch_start`, the end of
+//! the last complete batch before `pos`, and reaches at most `torn_extent_max_bytes` from
+//! there. A record "checks at its own position" when its header crc, keyed with the
+//! segment's generation and the header's own offset, and its payload crc hold.
 //!
-//! | segment | what is there                                   | verdict                   |
-//! |---------|-------------------------------------------------|---------------------------|
-//! | sealed  | anything before `sealed_len_bytes`              | corruption at that offset |
-//! | sealed  | records do not end exactly at `sealed_len`      | corruption                |
-//! | open    | non-zero byte past the longest possible write   | corruption (mid-log)      |
-//! | open    | otherwise                                       | torn tail: dropped        |
+//! | row | segment | what is at and past `pos`                                  | verdict       |
+//! |-----|---------|------------------------------------------------------------|---------------|
+//! | S1  | sealed  | `pos` before `sealed_len_bytes`                            | `NotTorn`     |
+//! | S2  | sealed  | records do not end exactly at `sealed_len`, or miscounted  | `Mismatch`    |
+//! | O1  | open    | only zero bytes                                            | clean end     |
+//! | O2  | open    | a non-zero byte at or past `batch_start + torn extent`     | `NotTorn`     |
+//! | O3  | open    | the header at `pos` checks and ends its batch (the payload | `NotTorn`     |
+//! |     |         | does not), and a non-zero byte lies past its end           |               |
+//! | O4  | open    | a record past `pos` checks at its own position and ends    | `NotTorn`     |
+//! |     |         | its batch, and a non-zero byte lies past its end           |               |
+//! | O5  | open    | otherwise                                                  | torn tail     |
+//!
+//! O3 and O4: a record that ends its batch ends the write it belongs to, so bytes past it
+//! were written by a later write, which a lane starts only after this one was fenced: the
+//! invalid record was durable and has been damaged since. Each row has a unit test below
+//! (`row_*`). `NotTorn` carries what is known of the loss: the first record that checks past
+//! the damaged one (stream, seq, offset); the detail names the damaged record's stream and
+//! seq if its header still checks.
 //!
 //! Then batches (see `format::record`): the valid records must end with a record that ends
 //! its batch. In a sealed segment, a trailing `KIND_BATCH_MORE` record is corruption (a
@@ -26,9 +42,12 @@
 use pmem_emul::Pmem;
 
 use crate::error::{CorruptKind, EngineError, Location, Result};
-use crate::format::record::{self, CrcKey, HeaderCheck, RecordHeader, RECORD_HEADER_BYTES};
+use crate::format::record::{
+    self, CrcKey, HeaderCheck, RecordHeader, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
+};
 use crate::format::segment::{SegmentEntry, SegmentHeader, SegmentState, SEGMENT_HEADER_BYTES};
 use crate::layout::Layout;
+use crate::StreamId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScannedRecord {
@@ -103,7 +122,7 @@ fn read_record<P: Pmem>(
         return None;
     }
     let bytes = pmem.read(base + pos as usize, RECORD_HEADER_BYTES);
-    let (header, void) = match record::decode_slice(bytes, key) {
+    let (header, void) = match record::decode_slice(bytes, key.at(pos)) {
         HeaderCheck::Live(header) => (header, false),
         HeaderCheck::Void(header) => (header, true),
         HeaderCheck::Zero | HeaderCheck::Invalid(_) => return None,
@@ -122,6 +141,159 @@ fn read_record<P: Pmem>(
         }
     }
     Some((header, void))
+}
+
+/// The header at `pos` if it checks (live or void) and its record fits below `end`, whatever
+/// its payload holds.
+fn header_at<P: Pmem>(
+    pmem: &P,
+    base: usize,
+    pos: u64,
+    end: u64,
+    key: CrcKey,
+) -> Option<RecordHeader> {
+    if pos + RECORD_HEADER_BYTES as u64 > end {
+        return None;
+    }
+    let bytes = pmem.read(base + pos as usize, RECORD_HEADER_BYTES);
+    let header = match record::decode_slice(bytes, key.at(pos)) {
+        HeaderCheck::Live(header) | HeaderCheck::Void(header) => header,
+        HeaderCheck::Zero | HeaderCheck::Invalid(_) => return None,
+    };
+    let size = record::record_size_bytes(header.payload_len as usize) as u64;
+    (pos + size <= end).then_some(header)
+}
+
+/// The first record past `pos` (at record alignment, below `limit`) that checks at its own
+/// position, header and payload: its offset and header.
+fn next_valid_record<P: Pmem>(
+    pmem: &P,
+    base: usize,
+    pos: u64,
+    limit: u64,
+    end: u64,
+    key: CrcKey,
+) -> Option<(u64, RecordHeader)> {
+    let mut at = pos + RECORD_ALIGN_BYTES as u64;
+    while at < limit {
+        if let Some((header, _void)) = read_record(pmem, base, at, end, key, true) {
+            return Some((at, header));
+        }
+        at += RECORD_ALIGN_BYTES as u64;
+    }
+    None
+}
+
+/// The `NotTorn` error for the invalid record at `pos`, with what is known of the loss:
+/// the first record `next` that checks past it (else `data_at`, the offset of bytes that
+/// prove the damage), and in the detail the damaged record's stream and seq if its header
+/// still checks.
+#[allow(clippy::too_many_arguments)]
+fn not_torn<P: Pmem>(
+    pmem: &P,
+    base: usize,
+    segment: u32,
+    pos: u64,
+    end: u64,
+    key: CrcKey,
+    next: Option<(u64, RecordHeader)>,
+    data_at: u64,
+    why: &str,
+) -> EngineError {
+    let (next_valid, valid_again_at_bytes) = match next {
+        Some((at, h)) => (Some((StreamId(h.stream_id), h.seq)), at),
+        None => (None, data_at),
+    };
+    let damaged = match header_at(pmem, base, pos, end, key) {
+        Some(h) => format!(
+            "damaged record: stream {} seq {}",
+            StreamId(h.stream_id),
+            h.seq
+        ),
+        None => "damaged record: header unreadable".to_owned(),
+    };
+    EngineError::corruption(
+        record_location(segment, pos),
+        CorruptKind::NotTorn {
+            next_valid,
+            // Segment offsets fit u32 (`Loc` holds them so).
+            valid_again_at_bytes: u32::try_from(valid_again_at_bytes).unwrap_or(u32::MAX),
+        },
+        format!("{why}; {damaged}"),
+    )
+}
+
+/// Rows O1..O5 of the decision table (module docs) for the first invalid position `pos` of
+/// an open segment, given `torn_end`: the end of the extent the write in flight could have
+/// reached. `None`: a torn tail (or a clean end); `Some`: the damage.
+fn open_tail_damage<P: Pmem>(
+    pmem: &P,
+    base: usize,
+    segment: u32,
+    pos: u64,
+    end: u64,
+    torn_end: u64,
+    key: CrcKey,
+) -> Option<EngineError> {
+    // One pass from `pos`: where the last non-zero byte is (nothing past it to explain).
+    let rest = pmem.read(base + pos as usize, (end - pos) as usize);
+    let Some(last_nonzero) = crate::format::last_nonzero(rest) else {
+        return None; // O1: nothing was written here
+    };
+    let written_end = pos + last_nonzero as u64 + 1;
+    let first_valid_past = |limit| next_valid_record(pmem, base, pos, limit, end, key);
+    if written_end > torn_end {
+        // O2: bytes no write in flight could have reached.
+        return Some(not_torn(
+            pmem,
+            base,
+            segment,
+            pos,
+            end,
+            key,
+            first_valid_past(end),
+            written_end - 1,
+            "invalid record followed by data past any write in flight",
+        ));
+    }
+    if let Some(header) = header_at(pmem, base, pos, end, key) {
+        let record_end = pos + record::record_size_bytes(header.payload_len as usize) as u64;
+        if !header.batch_more && written_end > record_end {
+            // O3: the damaged record ended its write, and a later write followed it.
+            return Some(not_torn(
+                pmem,
+                base,
+                segment,
+                pos,
+                end,
+                key,
+                first_valid_past(end),
+                written_end - 1,
+                "record with a damaged payload followed by a later write",
+            ));
+        }
+    }
+    // O4: a record that checks past `pos` and ends its batch, with bytes after it.
+    let mut from = pos;
+    while let Some((at, header)) = next_valid_record(pmem, base, from, written_end, end, key) {
+        let record_end = at + record::record_size_bytes(header.payload_len as usize) as u64;
+        if !header.batch_more && written_end > record_end {
+            return Some(not_torn(
+                pmem,
+                base,
+                segment,
+                pos,
+                end,
+                key,
+                Some((at, header)),
+                written_end - 1,
+                "invalid record followed by a complete write and a later one",
+            ));
+        }
+        // A record that checks is no header position inside: go on after it.
+        from = record_end - RECORD_ALIGN_BYTES as u64;
+    }
+    None // O5: a torn tail
 }
 
 /// Scans a sealed (or migrating) segment: every byte up to `sealed_len_bytes` must be valid
@@ -155,9 +327,16 @@ pub fn scan_sealed<P: Pmem>(
     let mut count = 0u64;
     while pos < end {
         let Some((header, void)) = read_record(pmem, base, pos, end, key, verify_payload) else {
-            return Err(EngineError::corruption(
-                record_location(segment, pos),
-                CorruptKind::NotTorn,
+            let next = next_valid_record(pmem, base, pos, end, end, key);
+            return Err(not_torn(
+                pmem,
+                base,
+                segment,
+                pos,
+                end,
+                key,
+                next,
+                end,
                 "invalid record inside a sealed segment",
             ));
         };
@@ -228,18 +407,10 @@ pub fn scan_open<P: Pmem>(
     }
     // `pos` is the first position without a valid record: a torn tail or damage. A batch
     // fences once for many records, so a torn record may be followed by valid ones of the
-    // same batch: only bytes past the torn extent prove damage.
-    let torn_end = (pos + layout.torn_extent_max_bytes()).min(end);
-    let beyond = pmem.read(base + torn_end as usize, (end - torn_end) as usize);
-    if let Some(first_nonzero) = beyond.iter().position(|&b| b != 0) {
-        return Err(EngineError::corruption(
-            record_location(segment, pos),
-            CorruptKind::NotTorn,
-            format!(
-                "invalid record followed by data at offset {} (past any torn write)",
-                torn_end + first_nonzero as u64
-            ),
-        ));
+    // same batch: only what no write in flight could have left proves damage.
+    let torn_end = (batch_start + layout.torn_extent_max_bytes()).min(end);
+    if let Some(error) = open_tail_damage(pmem, base, segment, pos, end, torn_end, key) {
+        return Err(error);
     }
     // Trailing records that say more of their batch follow, with no record ending the
     // batch: the batch was not complete when the crash hit; it goes with the torn tail.
@@ -379,6 +550,7 @@ mod tests {
         };
         let mut image = log.pmem().volatile_image();
         let at = layout.segment_offset(0) + last.offset_bytes as usize;
+        let key = key.at(u64::from(last.offset_bytes));
         image[at..at + RECORD_HEADER_BYTES].copy_from_slice(&record::encode(&more, key));
         let sim = SimPmem::from_image(image);
         let expected = Location::Record {
@@ -411,5 +583,231 @@ mod tests {
             Log::open(sim, one_lane()),
             Err(EngineError::Corruption { location, .. }) if location == expected
         ));
+    }
+
+    /// A pool of `segment_bytes` segments whose segment 0 is open with `count` single
+    /// appends of `payload_len` bytes to one stream; returns the image, the stream and each
+    /// record's segment offset.
+    fn singles(
+        segment_bytes: u64,
+        count: u64,
+        payload_len: usize,
+    ) -> (Vec<u8>, StreamId, Vec<u64>) {
+        let config = LogConfig {
+            segment_size_bytes: segment_bytes,
+            stream_slot_count: 4,
+        };
+        let log = Log::create(
+            SimPmem::new(4 * segment_bytes as usize + 64 * 1024),
+            config,
+            one_lane(),
+        )
+        .unwrap();
+        let s = log.create_stream(b"s").unwrap();
+        let offsets = (0..count)
+            .map(|i| {
+                let seq = log.append(s, &vec![i as u8 + 1; payload_len]).unwrap();
+                let (entry, _) = log.stream(s).unwrap().lookup(seq);
+                let loc = entry.unwrap().loc;
+                assert_eq!(loc.segment(), 0);
+                u64::from(loc.offset_bytes())
+            })
+            .collect();
+        (log.pmem().volatile_image(), s, offsets)
+    }
+
+    fn segment_base(image: &[u8]) -> usize {
+        read_layout(&SimPmem::from_image(image.to_vec()))
+            .unwrap()
+            .segment_offset(0)
+    }
+
+    /// The location and `NotTorn` fields of a scan's error, and its detail (panics on
+    /// anything else).
+    fn not_torn_of(result: Result<OpenTail>) -> (u64, String, Option<(StreamId, u64)>, u64) {
+        match result {
+            Err(EngineError::Corruption {
+                location:
+                    Location::Record {
+                        segment: 0,
+                        offset_bytes,
+                    },
+                kind:
+                    CorruptKind::NotTorn {
+                        next_valid,
+                        valid_again_at_bytes,
+                    },
+                detail,
+            }) => (
+                offset_bytes,
+                detail,
+                next_valid,
+                u64::from(valid_again_at_bytes),
+            ),
+            other => panic!("expected NotTorn in segment 0, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn row_o1_zeros_after_the_last_record_are_a_clean_end() {
+        let (image, _, offsets) = singles(SEGMENT_BYTES, 5, 100);
+        let (_, tail, out) = scan_open_image(image);
+        let tail = tail.unwrap();
+        assert_eq!(out.len(), 5);
+        assert_eq!(tail.tail_bytes, offsets[4] + 192);
+        assert_eq!(tail.incomplete_batch_records, 0);
+    }
+
+    #[test]
+    fn row_o2_bytes_past_the_reach_of_any_write_in_flight_are_corruption() {
+        // Segments large enough that the torn extent (one largest record) ends inside them.
+        let segment_bytes = 4 << 20;
+        let (mut image, _, offsets) = singles(segment_bytes, 1, 100);
+        let layout = read_layout(&SimPmem::from_image(image.clone())).unwrap();
+        let tail = offsets[0] + 192;
+        let stray = tail + layout.torn_extent_max_bytes() + 64;
+        assert!(stray < segment_bytes);
+        image[layout.segment_offset(0) + stray as usize] = 0x5a;
+        let (_, result, _) = scan_open_image(image.clone());
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!((at, next_valid, again), (tail, None, stray));
+        assert!(detail.contains("header unreadable"), "{detail}");
+        // One byte less far is within reach of the write in flight: a torn tail.
+        let mut near = image;
+        near[layout.segment_offset(0) + stray as usize] = 0;
+        near[layout.segment_offset(0) + (stray - 128) as usize] = 0x5a;
+        let (_, result, _) = scan_open_image(near);
+        assert_eq!(result.unwrap().tail_bytes, tail);
+    }
+
+    #[test]
+    fn row_o3_a_damaged_payload_followed_by_a_later_write_is_corruption() {
+        let (mut image, s, offsets) = singles(SEGMENT_BYTES, 6, 100);
+        let base = segment_base(&image);
+        image[base + offsets[2] as usize + RECORD_HEADER_BYTES + 50] ^= 0x10;
+        let (_, result, _) = scan_open_image(image);
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!(at, offsets[2]);
+        assert!(detail.contains(&format!("stream {s} seq 2")), "{detail}");
+        assert_eq!(next_valid, Some((s, 3)));
+        assert_eq!(again, offsets[3]);
+    }
+
+    #[test]
+    fn row_o4_a_damaged_header_followed_by_complete_writes_is_corruption() {
+        let (mut image, s, offsets) = singles(SEGMENT_BYTES, 6, 100);
+        let base = segment_base(&image);
+        // A flip in the seq field of record 3: its header no longer checks, so its length
+        // is unknown; the records after it check at their own positions.
+        image[base + offsets[3] as usize + 16] ^= 0x01;
+        let (_, result, _) = scan_open_image(image);
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!(at, offsets[3]);
+        assert!(detail.contains("header unreadable"), "{detail}");
+        assert_eq!((next_valid, again), (Some((s, 4)), offsets[4]));
+    }
+
+    #[test]
+    fn row_o5_a_torn_last_append_is_dropped() {
+        let (mut image, _, offsets) = singles(SEGMENT_BYTES, 4, 100);
+        let base = segment_base(&image);
+        // Its payload was not all persisted: the header checks, the payload does not.
+        image[base + offsets[3] as usize + RECORD_HEADER_BYTES + 99] ^= 0xff;
+        let (_, tail, out) = scan_open_image(image.clone());
+        let tail = tail.unwrap();
+        assert_eq!((out.len(), tail.tail_bytes), (3, offsets[3]));
+        // Its header torn instead: the same.
+        let mut torn_header = image;
+        torn_header[base + offsets[3] as usize + RECORD_HEADER_BYTES + 99] ^= 0xff;
+        torn_header[base + offsets[3] as usize..][..8].fill(0);
+        let (_, tail, _) = scan_open_image(torn_header);
+        assert_eq!(tail.unwrap().tail_bytes, offsets[3]);
+    }
+
+    #[test]
+    fn row_o5_a_torn_batch_whose_later_records_persisted_is_dropped_whole() {
+        // The batch's first record torn, the two after it durable: a crash state (one
+        // fence for the batch), so a torn tail, not corruption (rows O3/O4 do not apply:
+        // no write follows the record that ends the batch).
+        let (mut image, [a, _], offsets) = pool_with_batch();
+        let base = segment_base(&image);
+        image[base + offsets[0] as usize..][..RECORD_HEADER_BYTES].fill(0);
+        let (_, tail, out) = scan_open_image(image);
+        let tail = tail.unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].header.stream_id, a.0);
+        assert_eq!(tail.tail_bytes, offsets[0]);
+    }
+
+    #[test]
+    fn row_s1_a_damaged_record_in_a_sealed_segment_is_corruption_with_what_follows() {
+        let log = Log::create(SimPmem::new(256 * 1024), config(), one_lane()).unwrap();
+        let s = log.create_stream(b"s").unwrap();
+        let payload = vec![7u8; 1500];
+        let mut offsets = Vec::new();
+        while offsets.len() < 12 {
+            let seq = log.append(s, &payload).unwrap();
+            let (entry, _) = log.stream(s).unwrap().lookup(seq);
+            offsets.push(u64::from(entry.unwrap().loc.offset_bytes()));
+        }
+        let layout = log.layout;
+        let (entry, _) = read_entry(log.pmem(), &layout, 0).unwrap();
+        assert_eq!(entry.state, SegmentState::Sealed);
+        let mut image = log.pmem().volatile_image();
+        image[layout.segment_offset(0) + offsets[1] as usize + 600] ^= 0x04;
+        let sim = SimPmem::from_image(image);
+        let mut out = Vec::new();
+        let result = scan_sealed(&sim, &layout, 0, &entry, true, &mut out).map(|()| OpenTail {
+            tail_bytes: 0,
+            torn_end_bytes: 0,
+            record_count: 0,
+            incomplete_batch_records: 0,
+        });
+        let (at, detail, next_valid, again) = not_torn_of(result);
+        assert_eq!(at, offsets[1]);
+        assert!(detail.contains(&format!("stream {s} seq 1")), "{detail}");
+        assert_eq!((next_valid, again), (Some((s, 2)), offsets[2]));
+    }
+
+    /// Issue 12's first failure: a flipped bit in a record in the middle of an open segment
+    /// was taken for a torn tail, and recovery dropped that record and every later one of
+    /// the segment without a word while `verify` called the pool clean.
+    #[test]
+    fn a_flip_in_the_middle_of_an_open_segment_is_reported_never_dropped() {
+        let (image, s, offsets) = singles(SEGMENT_BYTES, 8, 100);
+        let base = segment_base(&image);
+        for at in [
+            offsets[3] as usize + 2,                        // header crc
+            offsets[3] as usize + 20,                       // header seq
+            offsets[3] as usize + RECORD_HEADER_BYTES + 70, // payload
+        ] {
+            for bit in [0u8, 7] {
+                let mut flipped = image.clone();
+                flipped[base + at] ^= 1 << bit;
+                let report = crate::verify(&SimPmem::from_image(flipped.clone())).unwrap();
+                assert!(
+                    matches!(
+                        report.problems.as_slice(),
+                        [EngineError::Corruption {
+                            location: Location::Record { segment: 0, offset_bytes },
+                            kind: CorruptKind::NotTorn { .. },
+                            ..
+                        }] if *offset_bytes == offsets[3]
+                    ),
+                    "byte {at} bit {bit}: {:?}",
+                    report.problems
+                );
+                match Log::open(SimPmem::from_image(flipped.clone()), one_lane()) {
+                    Err(error) => assert!(
+                        matches!(error.corrupt_kind(), Some(CorruptKind::NotTorn { .. })),
+                        "{error}"
+                    ),
+                    Ok((log, _)) => panic!(
+                        "opened with stream bounds {:?} after a flip at byte {at}",
+                        log.bounds(s)
+                    ),
+                }
+            }
+        }
     }
 }

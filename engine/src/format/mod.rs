@@ -27,6 +27,22 @@ pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     blocks_zero && blocks.remainder().iter().all(|&b| b == 0)
 }
 
+/// The index of the last non-zero byte, if any. Tests 256-byte blocks from the end without
+/// an early exit inside a block (vectorized, as [`is_zero`]), then finds the byte.
+pub(crate) fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK_BYTES: usize = 256;
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK_BYTES);
+        let block = &bytes[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return block.iter().rposition(|&b| b != 0).map(|at| start + at);
+        }
+        end = start;
+    }
+    None
+}
+
 pub(crate) fn le_u16(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
 }
@@ -66,7 +82,6 @@ pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
 /// crc32c (Castagnoli) of the concatenation of `parts`: the checksum of format v2. The
 /// `crc32c` crate picks the SSE4.2 `crc32` instruction at run time where the CPU has it and
 /// a table fallback otherwise, so the same bytes give the same value on every machine.
-#[cfg_attr(not(test), allow(dead_code))] // format v2's structures move to it (issues 11, 12)
 pub(crate) fn crc32c(parts: &[&[u8]]) -> u32 {
     parts
         .iter()
@@ -84,6 +99,26 @@ mod tests {
                 if at < len {
                     bytes[at] = 0x10;
                     assert!(!super::is_zero(&bytes), "len {len} set at {at}");
+                    bytes[at] = 0;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn last_nonzero_finds_the_last_set_byte() {
+        for len in [0usize, 1, 255, 256, 257, 4096 + 17] {
+            let mut bytes = vec![0u8; len];
+            assert_eq!(super::last_nonzero(&bytes), None, "len {len}");
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    bytes[at] = 0x10;
+                    assert_eq!(super::last_nonzero(&bytes), Some(at), "len {len} at {at}");
+                    if at > 0 {
+                        bytes[0] = 1;
+                        assert_eq!(super::last_nonzero(&bytes), Some(at), "len {len} at {at}");
+                        bytes[0] = 0;
+                    }
                     bytes[at] = 0;
                 }
             }

@@ -1,8 +1,8 @@
 //! Record header: the 32 bytes in front of every payload in a segment.
 //!
 //! ```text
-//! 0   u32 header_crc   crc32(pool_nonce, segment_gen, bytes 4..32); its complement = void
-//! 4   u32 payload_crc  crc32(payload)
+//! 0   u32 header_crc   crc32c(pool_nonce, segment_gen, offset, bytes 4..32); complement = void
+//! 4   u32 payload_crc  crc32(payload), IEEE (crc32fast)
 //! 8   u64 stream_id    slot index (low 32 bits) | slot incarnation (high 32 bits)
 //! 16  u64 seq          dense per-stream sequence number
 //! 24  u32 payload_len  at most MAX_PAYLOAD_BYTES
@@ -12,11 +12,15 @@
 //! 32  payload, then zero padding to the next cache line (64 bytes)
 //! ```
 //!
+//! `offset` is the header's byte offset in its segment (u64 LE in the crc input).
+//!
 //! Why payload bytes can never pass for a header: the crc is keyed with the pool's random
-//! nonce and the generation of the segment the record was written into, segments are zeroed
-//! before reuse, and the scanner only ever reads a header where the previous valid record
-//! ended. A crafted payload would need the exact crc of a future segment generation keyed
-//! with a nonce it never sees, and would still never be read at a header position.
+//! nonce, the generation of the segment the record was written into and the header's own
+//! offset in that segment, and segments are zeroed before reuse. A crafted payload would
+//! need the exact crc of a future segment generation at the position it will land at, keyed
+//! with a nonce it never sees. The scanner reads headers where the previous valid record
+//! ended; past a damaged record it looks for headers that check at their own position (see
+//! `scan`), which payload bytes never do.
 //!
 //! A batch (see `Log::append_batch`) is a run of consecutive records of one segment: every
 //! record but the last has kind `KIND_BATCH_MORE`, the last has `KIND_DATA` (a lone append
@@ -27,7 +31,7 @@
 //! voids records that were written but can never be acknowledged (they follow a gap in their
 //! stream) with one atomic 8-byte store, so the length stays readable and the scan goes on.
 
-use super::{crc32, le_u16, le_u32, le_u64, put_u32, put_u64};
+use super::{crc32c, le_u16, le_u32, le_u64, put_u32, put_u64};
 
 pub const RECORD_HEADER_BYTES: usize = 32;
 /// Records start on cache lines: an append then never stores into a line that the previous
@@ -56,24 +60,44 @@ const _: () = assert!(RECORD_ALIGN_BYTES % 8 == 0 && RECORD_HEADER_BYTES <= RECO
 const _: () = assert!(RECORD_ALIGN_BYTES == pmem_emul::CACHE_LINE_BYTES);
 const _: () = assert!(MAX_PAYLOAD_BYTES < u32::MAX as usize);
 
-/// The key that binds a record header to one pool and one segment generation.
+/// The key that binds record headers to one pool and one segment generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrcKey {
     pub pool_nonce: u64,
     pub segment_gen: u64,
-    /// crc32 of the key's bytes, from which each header's crc continues.
+    /// crc32c of the key's bytes, from which each header's crc continues.
     prefix_crc: u32,
 }
 
 impl CrcKey {
     pub fn new(pool_nonce: u64, segment_gen: u64) -> CrcKey {
-        let prefix_crc = crc32(&[&pool_nonce.to_le_bytes(), &segment_gen.to_le_bytes()]);
+        let prefix_crc = crc32c(&[&pool_nonce.to_le_bytes(), &segment_gen.to_le_bytes()]);
         CrcKey {
             pool_nonce,
             segment_gen,
             prefix_crc,
         }
     }
+
+    /// The key of the header at `offset_bytes` in the segment: a header checks only at the
+    /// position it was written at, so a scan may look for valid headers at any aligned
+    /// position (past a damaged record) without taking payload bytes for one.
+    pub fn at(self, offset_bytes: u64) -> RecordKey {
+        RecordKey {
+            key: self,
+            offset_bytes,
+            prefix_crc: ::crc32c::crc32c_append(self.prefix_crc, &offset_bytes.to_le_bytes()),
+        }
+    }
+}
+
+/// A [`CrcKey`] bound to one header position (see [`CrcKey::at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordKey {
+    pub key: CrcKey,
+    pub offset_bytes: u64,
+    /// crc32c of (pool_nonce, segment_gen, offset_bytes).
+    prefix_crc: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,16 +135,15 @@ pub const fn record_size_bytes(payload_len: usize) -> usize {
     (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
-/// crc32 of the key's bytes followed by `covered`, continued from the key's prefix crc.
-fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new_with_initial(key.prefix_crc);
-    hasher.update(covered);
-    let crc = hasher.finalize();
+/// crc32c of the key's bytes followed by `covered`, continued from the key's prefix crc.
+fn header_crc(key: RecordKey, covered: &[u8]) -> u32 {
+    let crc = ::crc32c::crc32c_append(key.prefix_crc, covered);
     debug_assert_eq!(
         crc,
-        crc32(&[
-            &key.pool_nonce.to_le_bytes(),
-            &key.segment_gen.to_le_bytes(),
+        crc32c(&[
+            &key.key.pool_nonce.to_le_bytes(),
+            &key.key.segment_gen.to_le_bytes(),
+            &key.offset_bytes.to_le_bytes(),
             covered,
         ])
     );
@@ -128,7 +151,7 @@ fn header_crc(key: CrcKey, covered: &[u8]) -> u32 {
 }
 
 /// Encodes a live header for `payload` (whose crc the caller computed once).
-pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
+pub fn encode(header: &RecordHeader, key: RecordKey) -> [u8; RECORD_HEADER_BYTES] {
     debug_assert!(header.payload_len as usize <= MAX_PAYLOAD_BYTES);
     let mut bytes = [0u8; RECORD_HEADER_BYTES];
     put_u32(&mut bytes, PAYLOAD_CRC_OFFSET, header.payload_crc);
@@ -148,13 +171,13 @@ pub fn encode(header: &RecordHeader, key: CrcKey) -> [u8; RECORD_HEADER_BYTES] {
 }
 
 /// The first 8-byte word of a header, rewritten so that the record reads as void.
-pub fn void_word(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> u64 {
+pub fn void_word(bytes: &[u8; RECORD_HEADER_BYTES], key: RecordKey) -> u64 {
     let crc = header_crc(key, &bytes[CRC_COVERED_OFFSET..]);
     u64::from(!crc) | (u64::from(le_u32(bytes, PAYLOAD_CRC_OFFSET)) << 32)
 }
 
 /// Decodes untrusted header bytes.
-pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
+pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: RecordKey) -> HeaderCheck {
     if bytes.iter().all(|&b| b == 0) {
         return HeaderCheck::Zero;
     }
@@ -192,7 +215,7 @@ pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES], key: CrcKey) -> HeaderCheck {
 }
 
 /// Decodes a header from any slice (fuzz entry point): short input is `Invalid`.
-pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
+pub fn decode_slice(bytes: &[u8], key: RecordKey) -> HeaderCheck {
     match bytes
         .get(..RECORD_HEADER_BYTES)
         .and_then(|b| <&[u8; RECORD_HEADER_BYTES]>::try_from(b).ok())
@@ -202,6 +225,10 @@ pub fn decode_slice(bytes: &[u8], key: CrcKey) -> HeaderCheck {
     }
 }
 
+/// crc32 (IEEE, crc32fast: PCLMULQDQ folding) of a payload. Measured on this machine's AMD
+/// EPYC, it is faster than crc32c (the `crc32c` crate: three interleaved `crc32`
+/// instructions) from 256 bytes up: 96 vs 193 ns at 4 KiB, 1.1 vs 2.5 us at 64 KiB; the
+/// header check (52 bytes of input) stays on crc32c, which ties or wins there.
 pub fn payload_crc(payload: &[u8]) -> u32 {
     crc32fast::hash(payload)
 }
@@ -210,8 +237,8 @@ pub fn payload_crc(payload: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    fn key() -> CrcKey {
-        CrcKey::new(0x1234_5678_9abc_def0, 7)
+    fn key() -> RecordKey {
+        CrcKey::new(0x1234_5678_9abc_def0, 7).at(128)
     }
 
     fn sample() -> RecordHeader {
@@ -224,15 +251,16 @@ mod tests {
         }
     }
 
-    /// The layout's definition: crc32(pool_nonce, segment_gen, bytes 4..32), whatever the
+    /// The layout's definition: crc32c(pool_nonce, segment_gen, offset, bytes 4..32), whatever the
     /// encoder's shortcut (it continues from the key's crc).
     #[test]
     fn header_crc_is_the_crc_of_key_and_covered_bytes() {
         let bytes = encode(&sample(), key());
-        let expected = crc32fast::hash(
+        let expected = ::crc32c::crc32c(
             &[
                 &0x1234_5678_9abc_def0u64.to_le_bytes()[..],
                 &7u64.to_le_bytes()[..],
+                &128u64.to_le_bytes()[..],
                 &bytes[CRC_COVERED_OFFSET..],
             ]
             .concat(),
@@ -283,10 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn other_generation_or_pool_is_rejected() {
+    fn other_generation_pool_or_position_is_rejected() {
         let bytes = encode(&sample(), key());
-        let other_gen = CrcKey::new(key().pool_nonce, 8);
-        let other_pool = CrcKey::new(1, key().segment_gen);
+        let other_gen = CrcKey::new(key().key.pool_nonce, 8).at(128);
+        let other_pool = CrcKey::new(1, key().key.segment_gen).at(128);
+        let other_offset = key().key.at(192);
+        assert_eq!(
+            decode(&bytes, other_offset),
+            HeaderCheck::Invalid(InvalidHeader::HeaderCrc)
+        );
         assert_eq!(
             decode(&bytes, other_gen),
             HeaderCheck::Invalid(InvalidHeader::HeaderCrc)

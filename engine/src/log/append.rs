@@ -230,7 +230,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         payload: &[u8],
     ) -> (usize, usize) {
         let offset = self.layout.segment_offset(open.segment) + open.tail_bytes as usize;
-        let header_bytes = record::encode(header, open.key);
+        let header_bytes = record::encode(header, open.key.at(open.tail_bytes));
         self.pmem.write(offset, &header_bytes);
         if payload.len() >= NT_COPY_MIN_BYTES {
             self.pmem.write_nt(offset + RECORD_HEADER_BYTES, payload);

@@ -152,7 +152,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         let segment_gen = self.segments[segment as usize]
             .segment_gen
             .load(Ordering::Acquire);
-        let key = CrcKey::new(self.layout.pool_nonce, segment_gen);
+        let key = CrcKey::new(self.layout.pool_nonce, segment_gen).at(u64::from(offset_bytes));
         let base = self.layout.segment_offset(segment) + offset_bytes as usize;
         let header = match record::decode_slice(self.pmem.read(base, RECORD_HEADER_BYTES), key) {
             HeaderCheck::Live(header) => header,

@@ -416,6 +416,7 @@ pub fn crafted_payload(
     gens: std::ops::Range<u64>,
 ) -> Vec<u8> {
     use pstream_engine::format::record::{encode, payload_crc, CrcKey, RecordHeader};
+    use pstream_engine::format::segment::SEGMENT_HEADER_BYTES;
     let mut payload = Vec::new();
     for segment_gen in gens {
         let header = RecordHeader {
@@ -425,7 +426,10 @@ pub fn crafted_payload(
             payload_crc: payload_crc(&[]),
             batch_more: false,
         };
-        payload.extend_from_slice(&encode(&header, CrcKey::new(pool_nonce, segment_gen)));
+        // Keyed at a segment's first record position: where a scanner that lost its
+        // place would start.
+        let key = CrcKey::new(pool_nonce, segment_gen).at(SEGMENT_HEADER_BYTES as u64);
+        payload.extend_from_slice(&encode(&header, key));
     }
     payload
 }
