@@ -101,6 +101,47 @@ pub(crate) fn read_layout<P: Pmem>(pmem: &P) -> Result<Layout> {
     crate::probe::probe_layout(pmem)?.into_layout()
 }
 
+/// A record of a stream that is not live is garbage of a deleted stream (or of an older
+/// incarnation of its slot) only if its slot has seen that incarnation: incarnations only
+/// grow, and a slot is durable before any record of its stream is written. A record whose
+/// slot lies outside the table, or reads an older incarnation (a zeroed slot reads free with
+/// incarnation 0), proves the slot was damaged: `Corruption`, never a stream silently gone.
+/// (An incarnation wraps after 2^32 reuses of one slot; a record from before the wrap would
+/// be reported here, never dropped.)
+fn check_slot_not_behind(
+    slot_infos: &[SlotInfo],
+    stream_id: u64,
+    record_location: impl FnOnce() -> Location,
+) -> Result<()> {
+    let slot = stream_id as u32;
+    let incarnation = (stream_id >> 32) as u32;
+    match slot_infos.get(slot as usize) {
+        Some(info) if info.incarnation >= incarnation => Ok(()),
+        Some(info) => Err(EngineError::corruption(
+            Location::StreamSlot { slot },
+            CorruptKind::Mismatch {
+                field: "stream slot incarnation",
+            },
+            format!(
+                "slot reads incarnation {} ({:?}) but a record of stream {} lies at {}",
+                info.incarnation,
+                info.state,
+                StreamId(stream_id),
+                record_location()
+            ),
+        )),
+        None => Err(EngineError::corruption(
+            record_location(),
+            CorruptKind::BadField { field: "stream id" },
+            format!(
+                "record of stream {} names a slot past the table of {}",
+                StreamId(stream_id),
+                slot_infos.len()
+            ),
+        )),
+    }
+}
+
 pub(crate) fn read_entry<P: Pmem>(
     pmem: &P,
     layout: &Layout,
@@ -217,7 +258,13 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
             if entry.state == SegmentState::Cold {
                 if let Some(file) = cold_files.remove(&gen) {
                     // The cold copy is authoritative; finish freeing this one.
-                    log.index_cold_file(file, &live_slots, &mut per_stream, &mut report)?;
+                    log.index_cold_file(
+                        file,
+                        &live_slots,
+                        &slot_infos,
+                        &mut per_stream,
+                        &mut report,
+                    )?;
                     scrub_now.push(segment);
                     continue;
                 }
@@ -280,6 +327,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                     continue;
                 }
                 let Some((_, slot)) = live_slots.get(&header.stream_id) else {
+                    check_slot_not_behind(&slot_infos, header.stream_id, || {
+                        log.location_of(Loc::new(segment, record.offset_bytes))
+                    })?;
                     continue; // deleted stream or an older incarnation of its slot
                 };
                 if header.seq < slot.first_seq {
@@ -303,7 +353,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         orphan_gens.sort_unstable();
         for gen in orphan_gens {
             if let Some(file) = cold_files.remove(&gen) {
-                log.index_cold_file(file, &live_slots, &mut per_stream, &mut report)?;
+                log.index_cold_file(file, &live_slots, &slot_infos, &mut per_stream, &mut report)?;
             }
         }
         let backed: HashSet<u64> = log
@@ -515,6 +565,7 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
         &self,
         file: ColdSegment,
         live_slots: &IdMap<(u32, stream_slot::StreamSlot)>,
+        slot_infos: &[SlotInfo],
         per_stream: &mut IdMap<Vec<Found>>,
         report: &mut RecoveryReport,
     ) -> Result<()> {
@@ -546,6 +597,9 @@ impl<P: Pmem, C: ColdTier> Log<P, C> {
                 ));
             }
             let Some((_, slot)) = live_slots.get(&record.stream_id) else {
+                check_slot_not_behind(slot_infos, record.stream_id, || Location::ColdSegment {
+                    segment_gen: file.segment_gen,
+                })?;
                 continue;
             };
             if record.seq < slot.first_seq {

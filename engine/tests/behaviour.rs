@@ -504,3 +504,31 @@ fn slots_are_reused_lowest_first_and_a_full_table_is_a_typed_error() {
     let again = log.create_stream(b"s").unwrap();
     assert_eq!(again.0 & 0xffff_ffff, ids[15].0 & 0xffff_ffff);
 }
+
+#[test]
+fn a_zeroed_stream_slot_is_corruption_never_a_stream_silently_gone() {
+    let log = sim_log(256 * 1024);
+    let label = b"zeroed-slot-label";
+    let s = log.create_stream(label).unwrap();
+    for i in 0..5u8 {
+        log.append(s, &[i + 1; 100]).unwrap();
+    }
+    let mut image = log.close().persisted_image();
+    // The slot is the 64-byte line holding the label.
+    let at = image
+        .windows(label.len())
+        .position(|w| w == label)
+        .expect("label on media");
+    let line = at / 64 * 64;
+    image[line..line + 64].fill(0);
+    match Log::open(SimPmem::from_image(image), common::options(2)) {
+        Err(EngineError::Corruption { kind, .. }) => assert_eq!(
+            kind,
+            pstream_engine::CorruptKind::Mismatch {
+                field: "stream slot incarnation"
+            }
+        ),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok((log, _)) => panic!("opened with {} streams", log.list_streams().len()),
+    }
+}
