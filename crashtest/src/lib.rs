@@ -32,6 +32,7 @@ mod error;
 pub mod hash;
 pub mod kill;
 pub mod kill9;
+pub mod kit;
 pub mod migration_case;
 pub mod mutants;
 #[cfg(feature = "object-store")]

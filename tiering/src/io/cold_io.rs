@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-#[cfg(feature = "object-store")]
-use super::{ObjectFile, ObjectIo};
 use super::{
     Completion, Fill, IoBuf, IoFile, ObjectTierConfig, SegmentIo, StdFile, StreamShape,
     UringConfig, UringIo,
 };
+#[cfg(feature = "object-store")]
+use super::{ObjectFile, ObjectIo};
 use crate::error::{Result, TieringError};
 use crate::io::ColdLocation;
 

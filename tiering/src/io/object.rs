@@ -57,7 +57,6 @@ use super::{check_name, Completion, IoBuf, IoFile, ObjectTierConfig, SegmentIo, 
 use crate::error::{ByteRange, IoOp, Result, TieringError};
 use crate::format::{classify_file_name, cold_file_name, FileKind};
 
-
 /// An object of [`ObjectIo`]: read (its length known from HEAD) or being uploaded.
 pub struct ObjectFile {
     name: String,

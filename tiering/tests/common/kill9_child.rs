@@ -80,7 +80,11 @@ pub struct AckCheck {
 
 /// Checks every acknowledged record of a killed child on the recovered `log`, byte for byte
 /// against [`payload`], from whichever tier holds it; panics naming `round` and the record.
-pub fn check_acks<P: Pmem, C: ColdTier>(log: &Log<P, C>, acks: &[(u8, u64)], round: u64) -> AckCheck {
+pub fn check_acks<P: Pmem, C: ColdTier>(
+    log: &Log<P, C>,
+    acks: &[(u8, u64)],
+    round: u64,
+) -> AckCheck {
     let by_label: HashMap<u8, StreamId> = log
         .list_streams()
         .into_iter()
