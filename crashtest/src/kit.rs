@@ -1,6 +1,6 @@
 //! The test kit the crates' own tests import: the engine oracle's fence checker, the small
-//! configurations those tests share, and (re-exported) the oracle, the kill -9 runner and
-//! the one seeded PRNG of the project ([`SplitMix64`], from `pmem-emul`).
+//! configurations those tests share, and (re-exported) the oracle, the kill -9 runner, the
+//! agent's "never served again" ledger ([`TakenLedger`]) and the one seeded PRNG of the project ([`SplitMix64`], from `pmem-emul`).
 //!
 //! A crate test writes `use pstream_crashtest::kit as common;` (or imports items by name)
 //! instead of keeping its own copy of any of these.
@@ -17,6 +17,7 @@ pub use crate::oracle::{
     check_log, crafted_payload, describe_pending, pool_nonce, Model, NestedBudget, Pending,
     StreamModel,
 };
+pub use crate::shim_case::TakenLedger;
 pub use pmem_emul::SplitMix64;
 
 /// The engine configuration of the crash tests: 16 KiB segments (so workloads reach segment
