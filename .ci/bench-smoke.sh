@@ -14,26 +14,15 @@ if [ "${BENCH_SMOKE_BUILD:-0}" = 1 ]; then
     cargo bench --workspace --no-run
 fi
 
-# libpmemlog-dev: already there, or installable with apt-get (as root, or with sudo -n).
-install_pmemlog() {
-    [ -e /usr/include/libpmemlog.h ] && return 0
-    command -v apt-get >/dev/null 2>&1 || return 1
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || return 1
-        sudo=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get install -y -q libpmemlog-dev >/dev/null 2>&1 && return 0
-    # The package lists may be missing on a fresh machine.
-    "${sudo[@]}" apt-get update -q >/dev/null 2>&1 || return 1
-    "${sudo[@]}" apt-get install -y -q libpmemlog-dev >/dev/null 2>&1
-}
+# shellcheck source=.ci/pmemlog.sh
+source .ci/pmemlog.sh
 
 if install_pmemlog; then
-    # The dev profile reuses the test build: this is a smoke run, not a measurement.
-    echo "== cargo build -p pstream-cli --features pmdk"
-    cargo build -p pstream-cli --features pmdk
+    # The dev profile, every package and the examples: the same profile, features and
+    # dev-dependencies as .ci/run's test build, which already built this binary (a no-op
+    # there). This is a smoke run, not a measurement.
+    echo "== cargo build --workspace --bins --examples --features pstream-cli/pmdk"
+    cargo build --workspace --bins --examples --features pstream-cli/pmdk
     target_dir="${CARGO_TARGET_DIR:-target}"
     echo "== pstream bench append --baseline pmemlog (0.5 s smoke)"
     line=$("$target_dir"/debug/pstream bench append --baseline pmemlog --seconds 0.5 \

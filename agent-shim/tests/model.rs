@@ -16,6 +16,7 @@ use pstream_agent::{
     Position, RecipientStatus, Retention, StreamDefaults, StreamDescriptor, StreamKind, StreamNo,
     StreamPolicy, StreamSpec,
 };
+use pstream_crashtest::kit::TakenLedger;
 
 const AGENT: &str = "m.example";
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -1068,7 +1069,9 @@ proptest! {
         let mut agent = Some(agent);
         let mut model = Model::default();
         let mut history = Vec::new();
-        let mut ledger = Ledger::default();
+        let mut ledger = TakenLedger::default();
+        let users: Vec<Caller> = (0..USERS.len()).map(caller).collect();
+        let bundles = every_bundle();
         for (step, op) in setup().iter().chain(&ops).enumerate() {
             let live = agent.as_ref().expect("open");
             let adversarial = matches!(
@@ -1085,7 +1088,9 @@ proptest! {
                 let after = view(live);
                 check_adversary(live, op, peer, &result, &before, &after)
                     .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
-                ledger.check_and_update(live)?;
+                ledger
+                    .check_and_update(live, &users, &bundles)
+                    .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
                 continue;
             }
             let expected = model.apply(op);
@@ -1100,7 +1105,9 @@ proptest! {
             prop_assert_eq!(&got, &expected, "step {}: {:?}", step, op);
             // (A refused local call changing nothing is the model's own check: it changes
             // nothing on a refusal, and every later result and the final views must match.)
-            ledger.check_and_update(agent.as_ref().expect("open"))?;
+            ledger
+                .check_and_update(agent.as_ref().expect("open"), &users, &bundles)
+                .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
         }
         let agent = agent.expect("open");
         final_view(&agent, &model)?;
@@ -1357,66 +1364,6 @@ fn view_diff(before: &View, after: &View, keep: impl Fn(&str) -> bool) -> Option
                 key.0, key.1
             )
         })
-}
-
-/// Highest "taken up to" ever observed per (user, bundle, stream) of ephemeral streams.
-#[derive(Debug, Default)]
-struct Ledger {
-    taken: BTreeMap<(usize, String, u64), u64>,
-}
-
-impl Ledger {
-    /// Checks that nothing taken is served again, then records what is taken now.
-    fn check_and_update(&mut self, agent: &Agent<SimPmem>) -> Result<(), TestCaseError> {
-        for (user, name) in USERS.iter().enumerate() {
-            let caller = caller(user);
-            for bundle in every_bundle() {
-                let key = bundle.to_string();
-                if let Ok(page) =
-                    agent.fetch(&caller, &bundle, Some(&Position::default()), EVERYTHING)
-                {
-                    for item in page
-                        .items
-                        .iter()
-                        .filter(|d| d.retention == Retention::Ephemeral)
-                    {
-                        let taken = self
-                            .taken
-                            .get(&(user, key.clone(), item.stream.0))
-                            .copied()
-                            .unwrap_or(0);
-                        prop_assert!(
-                            item.seq >= taken,
-                            "{} was served {} {} seq {} again (took up to {})",
-                            name,
-                            key,
-                            item.stream,
-                            item.seq,
-                            taken
-                        );
-                    }
-                }
-                let (Ok(cursor), Ok(streams)) = (
-                    agent.cursor(&caller, &bundle),
-                    agent.list_streams(&caller, &bundle),
-                ) else {
-                    continue;
-                };
-                for info in streams
-                    .iter()
-                    .filter(|i| i.access == Some(Retention::Ephemeral))
-                {
-                    let next = cursor.next_seq(info.no);
-                    let slot = self
-                        .taken
-                        .entry((user, key.clone(), info.no.0))
-                        .or_insert(0);
-                    *slot = (*slot).max(next);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Runs an adversarial operation; `None` for operations that are not adversarial.

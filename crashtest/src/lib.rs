@@ -13,7 +13,8 @@
 //! * **Both tiers**: migrations of sealed segments to cold files checked at every fence with
 //!   the cold directory of that instant, faulty migrations, system crashes mid-migration
 //!   ([`migration_case`]); every other migration case runs over the object-store cold tier
-//!   with request faults and crashes at the k-th request ([`object_cold`]).
+//!   with request faults and crashes at the k-th request (`object_cold`, feature
+//!   `object-store`, on by default).
 //! * **Processes**: kill -9 rounds of a child on a real mmap pool and cold directory
 //!   ([`kill`]).
 //!
@@ -31,9 +32,11 @@ mod error;
 pub mod hash;
 pub mod kill;
 pub mod kill9;
+pub mod kit;
 pub mod media_case;
 pub mod migration_case;
 pub mod mutants;
+#[cfg(feature = "object-store")]
 pub mod object_cold;
 pub mod oracle;
 mod report;

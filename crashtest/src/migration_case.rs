@@ -30,8 +30,10 @@ use crate::engine_case::{
     PayloadSpec,
 };
 use crate::error::{CrashtestError, Result};
+#[cfg(feature = "object-store")]
 use crate::object_cold::ObjectCold;
 use crate::oracle::{self, Model};
+#[cfg(feature = "object-store")]
 use crate::report::CaseKind;
 use crate::tiering_case::small_config;
 
@@ -274,7 +276,9 @@ pub fn run_migration_ops(seed: u64, ops: &[EngineOp], budget: &EngineBudget) -> 
     };
     let setup = migration_setup();
     // Every other migration case runs over the object-store tier (an in-memory bucket behind
-    // request faults, see `object_cold`).
+    // request faults, see `object_cold`); all of them over SSD files in a build without the
+    // `object-store` feature (the fuzz targets).
+    #[cfg(feature = "object-store")]
     if (seed / CaseKind::ALL.len() as u64) % 2 == 1 {
         let (env, tier) = ObjectCold::create(compression)?;
         return Ok(run_ops_with_cold(

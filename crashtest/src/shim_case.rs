@@ -34,13 +34,13 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pmem_emul::{CrashPoint, SimPmem, SplitMix64};
+use pmem_emul::{CrashPoint, Pmem, SimPmem, SplitMix64};
 use pstream_agent::{
     Address, Agent, AgentConfig, AgentError, BundleRef, Caller, Creators, Envelope, Metadata,
     PageLimit, Position, RecipientStatus, Retention, StreamDefaults, StreamDescriptor, StreamKind,
     StreamNo, StreamPolicy, StreamSpec,
 };
-use pstream_engine::{LogConfig, OpenOptions};
+use pstream_engine::{ColdTier, LogConfig, OpenOptions};
 
 use crate::engine_case::payload_bytes;
 use crate::error::{CrashtestError, Result};
@@ -1236,14 +1236,80 @@ pub struct ShimRun {
     pub results: Vec<String>,
 }
 
+/// The ledger of the "never served again" rule: per (user, bundle, stream) of ephemeral
+/// streams, the highest "taken up to" (cursor) ever observed. The test keeps it, not the
+/// store, so a store that forgets what was taken (a reopen, a user removed and added back)
+/// is caught serving it again. Used by the harness's shim cases and the agent's model test.
+#[derive(Debug, Default, Clone)]
+pub struct TakenLedger {
+    taken: BTreeMap<(usize, String, u64), u64>,
+}
+
+impl TakenLedger {
+    /// Checks that no ephemeral record any of `users` took is served to it again by a fetch
+    /// of any of `bundles` from the start, then records what each has taken now. `users` are
+    /// told apart by their index, so pass them in the same order every time.
+    pub fn check_and_update<P: Pmem, C: ColdTier>(
+        &mut self,
+        agent: &Agent<P, C>,
+        users: &[Caller],
+        bundles: &[BundleRef],
+    ) -> std::result::Result<(), String> {
+        let everything = PageLimit {
+            records_max: usize::MAX,
+            bytes_max: usize::MAX,
+        };
+        for (index, user) in users.iter().enumerate() {
+            for bundle in bundles {
+                let name = bundle.to_string();
+                if let Ok(page) = agent.fetch(user, bundle, Some(&Position::default()), everything)
+                {
+                    for item in page
+                        .items
+                        .iter()
+                        .filter(|d| d.retention == Retention::Ephemeral)
+                    {
+                        let taken = self
+                            .taken
+                            .get(&(index, name.clone(), item.stream.0))
+                            .copied()
+                            .unwrap_or(0);
+                        if item.seq < taken {
+                            return Err(format!(
+                                "{user} is served {name} {} seq {} again (took up to {taken})",
+                                item.stream, item.seq
+                            ));
+                        }
+                    }
+                }
+                let (Ok(cursor), Ok(streams)) =
+                    (agent.cursor(user, bundle), agent.list_streams(user, bundle))
+                else {
+                    continue;
+                };
+                for info in streams
+                    .iter()
+                    .filter(|i| i.access == Some(Retention::Ephemeral))
+                {
+                    let slot = self
+                        .taken
+                        .entry((index, name.clone(), info.no.0))
+                        .or_insert(0);
+                    *slot = (*slot).max(cursor.next_seq(info.no));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Runner {
     agent: Option<Agent<SimPmem>>,
     universe: Universe,
     /// Bundles `app:alice` was ever granted (or created).
     granted: BTreeSet<(u8, u8)>,
-    /// Per (user, bundle, stream) of ephemeral streams: the highest "taken up to" ever
-    /// observed (kept here, not read back from the store).
-    taken: BTreeMap<(usize, String, u64), u64>,
+    /// What each user took of ephemeral streams (kept here, not read back from the store).
+    taken: TakenLedger,
 }
 
 type OpResult = std::result::Result<String, &'static str>;
@@ -1609,52 +1675,16 @@ impl Runner {
         let Some(agent) = self.agent.as_ref() else {
             return Err("the agent is closed".to_owned());
         };
-        let everything = PageLimit {
-            records_max: usize::MAX,
-            bytes_max: usize::MAX,
-        };
         let universe = &self.universe;
-        for (index, user) in universe.users.iter().enumerate() {
-            for bundle in universe.bundles.values().chain(&universe.mirrors) {
-                let name = bundle.to_string();
-                if let Ok(page) = agent.fetch(user, bundle, Some(&Position::default()), everything)
-                {
-                    for item in page
-                        .items
-                        .iter()
-                        .filter(|d| d.retention == Retention::Ephemeral)
-                    {
-                        let taken = self
-                            .taken
-                            .get(&(index, name.clone(), item.stream.0))
-                            .copied()
-                            .unwrap_or(0);
-                        if item.seq < taken {
-                            return Err(format!(
-                                "after {op}: {user} is served {name} {} seq {} again (took up to {taken})",
-                                item.stream, item.seq
-                            ));
-                        }
-                    }
-                }
-                let (Ok(cursor), Ok(streams)) =
-                    (agent.cursor(user, bundle), agent.list_streams(user, bundle))
-                else {
-                    continue;
-                };
-                for info in streams
-                    .iter()
-                    .filter(|i| i.access == Some(Retention::Ephemeral))
-                {
-                    let slot = self
-                        .taken
-                        .entry((index, name.clone(), info.no.0))
-                        .or_insert(0);
-                    *slot = (*slot).max(cursor.next_seq(info.no));
-                }
-            }
-        }
-        Ok(())
+        let bundles: Vec<BundleRef> = universe
+            .bundles
+            .values()
+            .chain(&universe.mirrors)
+            .cloned()
+            .collect();
+        self.taken
+            .check_and_update(agent, &universe.users, &bundles)
+            .map_err(|error| format!("after {op}: {error}"))
     }
 
     fn note_grants(&mut self, op: &ShimOp, result: &OpResult) {
@@ -1728,7 +1758,7 @@ pub fn run_shim_ops(seed: u64, ops: &[ShimOp], budget: &ShimBudget) -> Result<Sh
         agent: Some(agent),
         universe,
         granted: BTreeSet::new(),
-        taken: BTreeMap::new(),
+        taken: TakenLedger::default(),
     };
     let mut trace = TraceHash::new();
     let mut results = Vec::with_capacity(ops.len());

@@ -99,7 +99,9 @@ fn as_input(records: &[ColdRecord]) -> impl Iterator<Item = (u64, u64, &[u8])> {
     records.iter().map(|(s, q, p)| (*s, *q, p.as_slice()))
 }
 
-fn source(segment_gen: u64) -> SourceSegment {
+/// The source segment of a cold write in the harness and the tiering tests (segment index 2,
+/// a fixed pool nonce).
+pub fn source(segment_gen: u64) -> SourceSegment {
     SourceSegment {
         segment_index: 2,
         segment_gen,

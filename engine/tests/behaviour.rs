@@ -1,7 +1,7 @@
 //! The engine's API behaviour: streams, appends, batches, reads, iteration, trim, delete,
 //! space reuse, reopen, concurrency, and typed errors for bad input that change nothing.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use std::sync::Arc;
 

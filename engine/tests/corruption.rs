@@ -2,7 +2,7 @@
 //! location (never a panic, never silently dropped acknowledged data), and recovery never
 //! panics on arbitrary bytes.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use pmem_emul::{Pmem, SimPmem, SplitMix64};
 use pstream_engine::{EngineError, Location, Log};

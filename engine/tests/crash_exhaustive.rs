@@ -4,7 +4,7 @@
 //! can produce (exhaustively where there are few, seeded samples otherwise) recovers to the
 //! oracle. Some images are crashed again during their own recovery.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use common::{Budget, CrashChecker, Pending};
 use pmem_emul::{SimPmem, SplitMix64};

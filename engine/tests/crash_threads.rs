@@ -2,7 +2,7 @@
 //! a shared one, single and batched): seeded sampled crash images at every fence recover
 //! to the oracle. A failure names the seed and fence; rerun with the same seed.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! at every fence of the migration path recovered against the oracle together with the cold
 //! tier's durable state at that instant.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -353,7 +353,7 @@ fn crash_at_every_fence_of_migration_recovers_to_the_oracle() {
                             common::options(1),
                         );
                         let verdict = match recovered {
-                            Ok((log, _)) => common::check_log(&log, &model),
+                            Ok((log, _)) => common::check_log(&log, &model).map(drop),
                             Err(error) => Err(format!("recovery failed: {error}")),
                         };
                         match verdict {

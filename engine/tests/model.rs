@@ -2,7 +2,7 @@
 //! reopen against an in-memory model. Batches are all or nothing: one refused (pool full,
 //! too large for one batch) leaves every stream as it was.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use std::collections::BTreeMap;
 

@@ -9,7 +9,7 @@
 //! that reach a segment's end, every fence crash-checked, now with the strict all-or-nothing
 //! oracle) is kept to guard that order.
 
-mod common;
+use pstream_crashtest::kit as common;
 
 use common::{Budget, CrashChecker, Pending};
 use pmem_emul::SimPmem;

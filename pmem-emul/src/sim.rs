@@ -513,7 +513,8 @@ fn word_array(word: &[u8]) -> [u8; ATOMIC_STORE_BYTES] {
     bytes
 }
 
-/// A small, fast, seedable generator (SplitMix64) for reproducible crash sampling.
+/// A small, fast, seedable generator (SplitMix64) for reproducible crash sampling: the
+/// project's one PRNG (the cold tier's fault injection and the test kit use it too).
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
@@ -538,6 +539,23 @@ impl SplitMix64 {
     pub fn below(&mut self, bound: u64) -> u64 {
         assert!(bound > 0, "SplitMix64::below(0)");
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+
+    /// True with probability `probability` (clamped to 0..=1).
+    pub fn chance(&mut self, probability: f64) -> bool {
+        if probability <= 0.0 {
+            return false;
+        }
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < probability
+    }
+
+    /// Fills `bytes` with the next draws, eight little-endian bytes per draw.
+    pub fn fill(&mut self, bytes: &mut [u8]) {
+        for chunk in bytes.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
     }
 }
 

@@ -180,7 +180,7 @@ mod tests {
     /// exactly the most recently used blocks that fit.
     #[test]
     fn matches_an_exact_lru_model() {
-        let mut rng = crate::rng::SplitMix64::new(7);
+        let mut rng = pmem_emul::SplitMix64::new(7);
         let cache = BlockCache::new(1000);
         let mut model: Vec<BlockKey> = Vec::new(); // least recently used first
         for _ in 0..20_000 {

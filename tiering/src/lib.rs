@@ -102,7 +102,6 @@ pub mod io;
 mod migrator;
 mod raw;
 mod readahead;
-mod rng;
 mod store;
 mod writer;
 
@@ -114,10 +113,11 @@ pub use engine_tier::{
 pub use error::{ByteRange, CorruptKind, DecodeError, IoOp, Result, Structure, TieringError};
 pub use format::{ColdFileIndex, Compression, RecordEntry};
 pub use io::{
-    ColdIo, ColdIoFile, ColdLocation, CountdownFault, DirectIo, FaultSpec, FaultyIo, FaultyStore,
-    IoBuf, IoFile, ObjectCredentials, ObjectIo, ObjectTierConfig, SegmentIo, StdIo, StoreFault,
-    UringConfig, UringIo,
+    ColdIo, ColdIoFile, ColdLocation, CountdownFault, DirectIo, FaultSpec, FaultyIo, IoBuf, IoFile,
+    ObjectCredentials, ObjectTierConfig, SegmentIo, StdIo, UringConfig, UringIo,
 };
+#[cfg(feature = "object-store")]
+pub use io::{FaultyStore, ObjectIo, StoreFault};
 pub use migrator::{
     append_with_backpressure, occupancy, Migrator, MigratorHandle, MigratorPolicy, MigratorStats,
     PassReport,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::io::{align_up, Fill, SegmentIo, StreamShape, UringConfig, UringIo};
-use crate::rng::SplitMix64;
+use pmem_emul::SplitMix64;
 
 /// Scratch file of the measurement, removed afterwards.
 pub const RAW_PROBE_NAME: &str = ".pstream-raw-ssd.tmp";

@@ -6,8 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{as_input, check_readback, make_records, small_config, source, Record};
+use common::{as_input, check_readback, make_records, small_config, Record};
 use proptest::prelude::*;
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::format::{
     cold_file_name, corrupt_file_name, decode_block, decode_file, decode_file_header,
     decode_footer, decode_trailer,

@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    as_input, check_readback, is_injected, make_records, recover_and_check, small_config, source,
-    Record,
+    as_input, check_readback, is_injected, make_records, recover_and_check, small_config, Record,
 };
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::{
     ColdStore, ColdStoreConfig, Compression, CountdownFault, FaultSpec, FaultyIo, IoOp, SegmentIo,
     StdIo, TieringError, UringConfig, UringIo,

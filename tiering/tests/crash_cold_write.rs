@@ -8,7 +8,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{as_input, make_records, recover_and_check, small_config, source, Record};
+use common::{as_input, make_records, recover_and_check, small_config, Record};
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::{
     ColdStore, ColdStoreConfig, Compression, CountdownFault, FaultSpec, FaultyIo, StdIo,
     TieringError,

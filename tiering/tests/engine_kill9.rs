@@ -6,16 +6,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
-use pstream_engine::{LogConfig, OpenOptions, StreamId};
+use pstream_engine::{LogConfig, OpenOptions};
 use pstream_tiering::{create_tiered, default_cold_dir, open_tiered, TierConfig, TieredLog};
 
-use common::kill9_child::{append_until_killed, payload};
+use common::kill9_child::{append_until_killed, check_acks, parse_ack, payload};
 use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_TIER_KILL9_CHILD_POOL";
@@ -69,34 +68,16 @@ fn kill9_during_migration_loses_no_acknowledged_record() {
             CHILD_ENV,
             &pool_path,
             run_for,
-            |words| match words {
-                ["ack", label, seq] => Some((label.parse().ok()?, seq.parse().ok()?)),
-                _ => None,
-            },
+            parse_ack,
         );
         total_acks += acks.len();
 
         let checked = Instant::now();
         let log = open_or_create(&pool_path);
-        let by_label: HashMap<u8, StreamId> = log
-            .list_streams()
-            .into_iter()
-            .map(|s| (s.label[0] - b'0', s.id))
-            .collect();
-        for (label, seq) in &acks {
-            let id = by_label[label];
-            let record = log
-                .read(id, *seq)
-                .unwrap_or_else(|e| panic!("round {round}: acked {label}/{seq} lost: {e}"));
-            assert_eq!(
-                record.payload(),
-                &payload(*label, *seq)[..],
-                "round {round}: {label}/{seq} differs"
-            );
-            cold_total += u64::from(record.is_cold());
-        }
+        let found = check_acks(&log, &acks, round);
+        cold_total += found.cold_reads;
         // Every stream is dense up to its tail (acks in flight included): spot checks.
-        for (label, id) in &by_label {
+        for (label, id) in &found.by_label {
             let (first, next) = log.bounds(*id).expect("bounds");
             assert_eq!(first, 0);
             for _ in 0..200.min(next) {

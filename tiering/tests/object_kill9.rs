@@ -10,16 +10,15 @@ mod common;
 #[path = "common/s3.rs"]
 mod s3;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pmem_emul::{MmapPool, PoolOptions, SplitMix64};
-use pstream_engine::{Log, LogConfig, OpenOptions, StreamId};
+use pstream_engine::{Log, LogConfig, OpenOptions};
 use pstream_tiering::{open_cold_tier_url, SegmentIo, TierConfig, UrlTieredLog};
 
-use common::kill9_child::{append_until_killed, payload};
+use common::kill9_child::{append_until_killed, check_acks, parse_ack};
 use pstream_crashtest::kill9 as kill9_support;
 
 const CHILD_ENV: &str = "PSTREAM_OBJECT_KILL9_CHILD_POOL";
@@ -81,31 +80,13 @@ fn kill9_during_uploads_loses_no_acknowledged_record() {
             CHILD_ENV,
             &pool_path,
             run_for,
-            |words| match words {
-                ["ack", label, seq] => Some((label.parse().ok()?, seq.parse().ok()?)),
-                _ => None,
-            },
+            parse_ack,
         );
         total_acks += acks.len();
         let checked = Instant::now();
         let log = open_or_create(&pool_path);
         let opened = checked.elapsed();
-        let by_label: HashMap<u8, StreamId> = log
-            .list_streams()
-            .into_iter()
-            .map(|s| (s.label[0] - b'0', s.id))
-            .collect();
-        for (label, seq) in &acks {
-            let record = log
-                .read(by_label[label], *seq)
-                .unwrap_or_else(|e| panic!("round {round}: acked {label}/{seq} lost: {e}"));
-            assert_eq!(
-                record.payload(),
-                &payload(*label, *seq)[..],
-                "round {round}"
-            );
-            cold_total += u64::from(record.is_cold());
-        }
+        cold_total += check_acks(&log, &acks, round).cold_reads;
         // Recovery kept exactly the objects the segment table points at.
         let served = log.cold().store().segment_gens().len();
         let objects = log.cold().store().io().list().expect("list");

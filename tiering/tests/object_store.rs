@@ -15,7 +15,8 @@ mod s3;
 
 use std::sync::atomic::Ordering;
 
-use common::{check_readback, make_records, source, Record};
+use common::{check_readback, make_records, Record};
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::format::cold_file_name;
 use pstream_tiering::{
     ByteRange, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression, IoOp, ObjectIo,
@@ -45,7 +46,7 @@ fn records_of(seed: u64, total_bytes: usize) -> Vec<Record> {
     let mut records = make_records(seed, 64, 4000, false);
     let mut next = records.iter().map(|r| r.1).max().unwrap_or(0) + 1_000;
     let mut bytes: usize = records.iter().map(|r| r.2.len()).sum();
-    let mut rng = common::Rng::new(seed);
+    let mut rng = pstream_crashtest::kit::SplitMix64::new(seed);
     while bytes < total_bytes {
         let len = 20_000 + rng.below(40_000) as usize;
         let payload: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();

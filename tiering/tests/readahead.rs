@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{as_input, small_config, source, Record};
+use common::{as_input, small_config, Record};
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::{
     ColdStats, ColdStore, ColdStoreConfig, Compression, CountdownFault, FaultSpec, FaultyIo, IoOp,
     SegmentIo, StdIo, TieringError,

@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{as_input, check_readback, make_records, small_config, source};
+use common::{as_input, check_readback, make_records, small_config};
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::format::{cold_file_name, decode_file};
 use pstream_tiering::{
     ColdRecord, ColdStore, ColdStoreConfig, Compression, DirectIo, SegmentIo, StdIo, TieringError,

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{as_input, check_readback, make_records, small_config, source};
+use common::{as_input, check_readback, make_records, small_config};
+use pstream_crashtest::tiering_case::source;
 use pstream_tiering::io::FORCE_STD_IO_ENV;
 use pstream_tiering::{ColdStore, Compression, UringConfig, UringIo};
 

@@ -5,9 +5,11 @@
 use std::path::Path;
 
 use super::{
-    Completion, Fill, IoBuf, IoFile, ObjectFile, ObjectIo, ObjectTierConfig, SegmentIo, StdFile,
-    StreamShape, UringConfig, UringIo,
+    Completion, Fill, IoBuf, IoFile, ObjectTierConfig, SegmentIo, StdFile, StreamShape,
+    UringConfig, UringIo,
 };
+#[cfg(feature = "object-store")]
+use super::{ObjectFile, ObjectIo};
 use crate::error::{Result, TieringError};
 use crate::io::ColdLocation;
 
@@ -16,12 +18,14 @@ use crate::io::ColdLocation;
 pub enum ColdIo {
     Files(UringIo),
     /// Boxed: an `ObjectIo` (its runtime) is much larger than a `UringIo`.
+    #[cfg(feature = "object-store")]
     Object(Box<ObjectIo>),
 }
 
 /// A file of [`ColdIo`].
 pub enum ColdIoFile {
     Files(StdFile),
+    #[cfg(feature = "object-store")]
     Object(ObjectFile),
 }
 
@@ -29,6 +33,7 @@ impl IoFile for ColdIoFile {
     fn name(&self) -> &str {
         match self {
             ColdIoFile::Files(file) => file.name(),
+            #[cfg(feature = "object-store")]
             ColdIoFile::Object(file) => file.name(),
         }
     }
@@ -40,17 +45,34 @@ impl ColdIo {
     pub fn open(url: &str, uring: UringConfig, object: ObjectTierConfig) -> Result<ColdIo> {
         match ColdLocation::parse(url) {
             ColdLocation::Dir(dir) => Ok(ColdIo::Files(UringIo::open(dir, uring)?)),
+            #[cfg(feature = "object-store")]
             ColdLocation::Object(url) => {
                 Ok(ColdIo::Object(Box::new(ObjectIo::open(&url, object)?)))
+            }
+            #[cfg(not(feature = "object-store"))]
+            ColdLocation::Object(url) => {
+                let _ = object;
+                Err(TieringError::InvalidConfig(format!(
+                    "{url} is an object store URL, and this build of pstream-tiering has no \
+                     object store support (feature `object-store`)"
+                )))
             }
         }
     }
 
     pub fn is_object_store(&self) -> bool {
-        matches!(self, ColdIo::Object(_))
+        #[cfg(feature = "object-store")]
+        {
+            matches!(self, ColdIo::Object(_))
+        }
+        #[cfg(not(feature = "object-store"))]
+        {
+            false
+        }
     }
 }
 
+#[cfg(feature = "object-store")]
 fn wrong_file(name: &str) -> TieringError {
     TieringError::InvalidConfig(format!("{name} belongs to another kind of cold tier"))
 }
@@ -60,7 +82,9 @@ macro_rules! with_file {
     ($self:expr, $file:expr, |$io:ident, $f:ident| $call:expr, $mismatch:expr) => {
         match ($self, $file) {
             (ColdIo::Files($io), ColdIoFile::Files($f)) => $call,
+            #[cfg(feature = "object-store")]
             (ColdIo::Object($io), ColdIoFile::Object($f)) => $call,
+            #[cfg(feature = "object-store")]
             _ => $mismatch,
         }
     };
@@ -72,6 +96,7 @@ impl SegmentIo for ColdIo {
     fn dir(&self) -> &Path {
         match self {
             ColdIo::Files(io) => io.dir(),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.dir(),
         }
     }
@@ -79,6 +104,7 @@ impl SegmentIo for ColdIo {
     fn is_direct(&self) -> bool {
         match self {
             ColdIo::Files(io) => io.is_direct(),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.is_direct(),
         }
     }
@@ -86,6 +112,7 @@ impl SegmentIo for ColdIo {
     fn alloc_buf(&self, capacity_bytes: usize) -> IoBuf {
         match self {
             ColdIo::Files(io) => io.alloc_buf(capacity_bytes),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.alloc_buf(capacity_bytes),
         }
     }
@@ -93,6 +120,7 @@ impl SegmentIo for ColdIo {
     fn create(&self, name: &str) -> Result<ColdIoFile> {
         match self {
             ColdIo::Files(io) => io.create(name).map(ColdIoFile::Files),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.create(name).map(ColdIoFile::Object),
         }
     }
@@ -100,6 +128,7 @@ impl SegmentIo for ColdIo {
     fn open(&self, name: &str) -> Result<ColdIoFile> {
         match self {
             ColdIo::Files(io) => io.open(name).map(ColdIoFile::Files),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.open(name).map(ColdIoFile::Object),
         }
     }
@@ -143,6 +172,7 @@ impl SegmentIo for ColdIo {
     fn sync_dir(&self) -> Result<()> {
         match self {
             ColdIo::Files(io) => io.sync_dir(),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.sync_dir(),
         }
     }
@@ -150,6 +180,7 @@ impl SegmentIo for ColdIo {
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         match self {
             ColdIo::Files(io) => io.rename(from, to),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.rename(from, to),
         }
     }
@@ -157,6 +188,7 @@ impl SegmentIo for ColdIo {
     fn remove(&self, name: &str) -> Result<()> {
         match self {
             ColdIo::Files(io) => io.remove(name),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.remove(name),
         }
     }
@@ -164,6 +196,7 @@ impl SegmentIo for ColdIo {
     fn list(&self) -> Result<Vec<String>> {
         match self {
             ColdIo::Files(io) => io.list(),
+            #[cfg(feature = "object-store")]
             ColdIo::Object(io) => io.list(),
         }
     }

@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 
 use super::{Completion, IoBuf, IoFile, SegmentIo, IO_ALIGN_BYTES};
 use crate::error::{IoOp, Result, TieringError};
-use crate::rng::SplitMix64;
+use pmem_emul::SplitMix64;
 
 const SECTOR_BYTES: usize = IO_ALIGN_BYTES;
 

@@ -32,7 +32,7 @@ use object_store::{
 use parking_lot::Mutex;
 
 use crate::error::{ByteRange, IoOp, TieringError};
-use crate::rng::SplitMix64;
+use pmem_emul::SplitMix64;
 
 /// What an armed fault does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

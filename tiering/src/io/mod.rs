@@ -17,8 +17,11 @@
 mod buf;
 mod cold_io;
 mod faulty;
+#[cfg(feature = "object-store")]
 mod faulty_store;
+#[cfg(feature = "object-store")]
 mod object;
+mod object_config;
 mod std_io;
 mod uring;
 
@@ -28,10 +31,11 @@ pub use faulty::{
     Countdown, CountdownFault, CrashImageReport, FaultCounters, FaultEvent, FaultSpec, FaultyFile,
     FaultyIo,
 };
+#[cfg(feature = "object-store")]
 pub use faulty_store::{FaultyStore, StoreFault};
-pub use object::{
-    ColdLocation, ObjectCredentials, ObjectFile, ObjectIo, ObjectTierConfig, MIN_PART_BYTES,
-};
+#[cfg(feature = "object-store")]
+pub use object::{ObjectFile, ObjectIo};
+pub use object_config::{ColdLocation, ObjectCredentials, ObjectTierConfig, MIN_PART_BYTES};
 pub use std_io::{DirectIo, StdFile, StdIo};
 pub use uring::{UringConfig, UringIo, FORCE_STD_IO_ENV};
 

@@ -1,7 +1,8 @@
-//! The child side of the tiering kill -9 tests (`engine_kill9.rs` over SSD files,
-//! `object_kill9.rs` over an object store): the same workload whatever the cold tier, so the
-//! parent's check is the same too.
+//! Both sides of the tiering kill -9 tests (`engine_kill9.rs` over SSD files,
+//! `object_kill9.rs` over an object store): the same child workload whatever the cold tier,
+//! and the same parent check of its acknowledgements ([`check_acks`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,4 +61,50 @@ where
             });
         }
     });
+}
+
+/// Parses one line of the child's stdout: `ack <label> <seq>`.
+pub fn parse_ack(words: &[&str]) -> Option<(u8, u64)> {
+    match words {
+        ["ack", label, seq] => Some((label.parse().ok()?, seq.parse().ok()?)),
+        _ => None,
+    }
+}
+
+/// What the parent found after a kill: the recovered streams by label, and how many of the
+/// acknowledged records were read from the cold tier.
+pub struct AckCheck {
+    pub by_label: HashMap<u8, StreamId>,
+    pub cold_reads: u64,
+}
+
+/// Checks every acknowledged record of a killed child on the recovered `log`, byte for byte
+/// against [`payload`], from whichever tier holds it; panics naming `round` and the record.
+pub fn check_acks<P: Pmem, C: ColdTier>(
+    log: &Log<P, C>,
+    acks: &[(u8, u64)],
+    round: u64,
+) -> AckCheck {
+    let by_label: HashMap<u8, StreamId> = log
+        .list_streams()
+        .into_iter()
+        .map(|s| (s.label[0] - b'0', s.id))
+        .collect();
+    let mut cold_reads = 0;
+    for (label, seq) in acks {
+        let id = by_label[label];
+        let record = log
+            .read(id, *seq)
+            .unwrap_or_else(|e| panic!("round {round}: acked {label}/{seq} lost: {e}"));
+        assert_eq!(
+            record.payload(),
+            &payload(*label, *seq)[..],
+            "round {round}: {label}/{seq} differs"
+        );
+        cold_reads += u64::from(record.is_cold());
+    }
+    AckCheck {
+        by_label,
+        cold_reads,
+    }
 }

@@ -7,33 +7,13 @@ pub mod kill9_child;
 
 use std::collections::BTreeMap;
 
+use pstream_crashtest::kit::SplitMix64;
 use pstream_tiering::{
-    format::cold_file_name, ColdStore, ColdStoreConfig, ColdWriterConfig, Compression, SegmentIo,
-    SourceSegment, StdIo, TieringError,
+    format::cold_file_name, ColdStore, ColdStoreConfig, Compression, SegmentIo, StdIo, TieringError,
 };
 
 /// (stream_id, seq, payload)
 pub type Record = (u64, u64, Vec<u8>);
-
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-}
 
 /// Records of a few streams with dense seqs, interleaved like a segment holds them.
 /// `compressible` payloads are text-like; otherwise random. Sizes up to `max_len_bytes`,
@@ -45,7 +25,7 @@ pub fn make_records(
     max_len_bytes: usize,
     compressible: bool,
 ) -> Vec<Record> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let streams = [3u64 | (1 << 32), 7, 11 | (2 << 32), 12];
     let mut next_seq: BTreeMap<u64, u64> = streams.iter().map(|&s| (s, rng.below(100))).collect();
     let mut records = Vec::with_capacity(count);
@@ -82,28 +62,13 @@ pub fn as_input(records: &[Record]) -> impl Iterator<Item = (u64, u64, &[u8])> {
         .map(|(stream, seq, payload)| (*stream, *seq, payload.as_slice()))
 }
 
-pub fn source(segment_gen: u64) -> SourceSegment {
-    SourceSegment {
-        segment_index: 2,
-        segment_gen,
-        pool_nonce: 0xdead_beef_0bad_f00d,
-    }
-}
-
-/// Small blocks and chunks, so a small segment spans many blocks and many writes.
+/// The harness's small blocks and chunks (a small segment spans many blocks and many writes),
+/// with a block cache and asynchronous readahead on.
 pub fn small_config(compression: Compression) -> ColdStoreConfig {
     ColdStoreConfig {
-        writer: ColdWriterConfig {
-            compression,
-            block_size_bytes: 4096,
-            chunk_bytes: 8192,
-            depth: 4,
-            verify_after_write: false,
-        },
         cache_capacity_bytes: 64 << 10,
-        read_chunk_bytes: 8192,
-        read_depth: 3,
         async_readahead: true,
+        ..pstream_crashtest::tiering_case::small_config(compression)
     }
 }
 
