@@ -176,6 +176,8 @@ impl MediaFault {
 struct Acked {
     payload: Vec<u8>,
     footprint: Vec<(Place, Range<usize>)>,
+    /// Which append (in workload order) wrote it: records of one batch share it.
+    write: u64,
 }
 
 fn in_pool(ranges: Vec<Range<usize>>) -> Vec<(Place, Range<usize>)> {
@@ -191,6 +193,8 @@ struct Truth {
     records: BTreeMap<(StreamId, u64), Acked>,
     /// Streams that were deleted: they must not come back.
     deleted: BTreeSet<StreamId>,
+    /// Appends so far (engine and tiered workloads).
+    writes: u64,
 }
 
 impl Truth {
@@ -367,12 +371,14 @@ impl Truth {
     /// Adds `appended`, whose append changed the pool from `before` to `after`.
     fn add(&mut self, appended: Appended, before: &[u8], after: &[u8]) {
         let footprint = in_pool(changed_ranges(before, after));
+        self.writes += 1;
         for (stream, seq, payload) in appended {
             self.records.insert(
                 (stream, seq),
                 Acked {
                     payload,
                     footprint: footprint.clone(),
+                    write: self.writes,
                 },
             );
         }
@@ -509,6 +515,7 @@ fn agent_workload(seed: u64, posts: usize) -> Result<(Vec<u8>, Truth), AgentErro
                     Acked {
                         payload: payload.clone(),
                         footprint: footprint.clone(),
+                        write: 0,
                     },
                 );
             }
@@ -1080,11 +1087,21 @@ mod tests {
     }
 
     #[test]
-    fn a_flip_in_any_acknowledged_record_is_detected_never_a_silent_loss() {
+    fn a_flip_in_any_acknowledged_record_but_the_last_write_is_detected() {
         // Every record of the workload in turn (sealed and open segments alike): a flip in
         // the last byte its append changed (payload or padding) is reported, never taken for
-        // a torn tail and dropped.
+        // a torn tail and dropped. The one exception is the workload's last write (one
+        // thread: its lane's last write in its open segment), which a crash could have left
+        // torn and which nothing after it proves durable: issue 12's residual, closed only
+        // by a persisted tail hint (docs/CRASH-MODEL.md).
         let (image, truth) = engine_workload(4, 60).unwrap();
+        let last_write = truth
+            .records
+            .values()
+            .map(|acked| acked.write)
+            .max()
+            .unwrap();
+        let mut residual = 0;
         for (key, acked) in &truth.records {
             let at = acked.footprint.last().unwrap().1.end - 1;
             let fault = MediaFault::BitFlip { offset: at, bit: 0 };
@@ -1095,8 +1112,22 @@ mod tests {
                 fault,
             };
             let outcome = check_engine_image(faulted, &truth, &[placed]);
-            assert_eq!(outcome.silent_losses, 0, "{key:?}: {outcome:?}");
             assert!(!outcome.reformat, "{key:?}: {outcome:?}");
+            if acked.write == last_write {
+                residual += outcome.silent_losses;
+            } else {
+                assert_eq!(outcome.silent_losses, 0, "{key:?}: {outcome:?}");
+            }
         }
+        // The residual is at most the last write's own records, each lost once per flip.
+        let last_records = truth
+            .records
+            .values()
+            .filter(|a| a.write == last_write)
+            .count();
+        assert!(
+            residual <= (last_records * last_records) as u64,
+            "{residual}"
+        );
     }
 }
