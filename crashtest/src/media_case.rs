@@ -739,7 +739,14 @@ fn check_records<P: Pmem, C: pstream_engine::ColdTier>(
             Err(error) => {
                 outcome.silent_losses += 1;
                 outcome.first_loss.get_or_insert_with(|| {
-                    format!("stream {stream} seq {seq} is gone after a successful open: {error}")
+                    let which = if truth.writes > 0 && acked.write == truth.writes {
+                        " (the workload's last write)"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "stream {stream} seq {seq}{which} is gone after a successful open: {error}"
+                    )
                 });
             }
         }

@@ -122,7 +122,7 @@ fn setup_error(
 }
 
 impl ObjectIo {
-    /// Opens the object store named by `url` (see [`ColdLocation::Object`]).
+    /// Opens the object store named by `url` (see [`ColdLocation::Object`](crate::ColdLocation::Object)).
     pub fn open(url: &str, config: ObjectTierConfig) -> Result<ObjectIo> {
         config.validate()?;
         let parsed = url::Url::parse(url).map_err(|e| setup_error(url, e))?;
