@@ -652,11 +652,7 @@ fn check_tiered_image(
     faults: &[PlacedFault],
 ) -> crate::Result<SetOutcome> {
     let mut outcome = SetOutcome::default();
-    match pstream_engine::verify(&SimPmem::from_image(image.clone())) {
-        Ok(report) if report.is_clean() => {}
-        Ok(_) | Err(EngineError::Corruption { .. }) => outcome.detected = true,
-        Err(_) => {}
-    }
+    outcome.verify(&image);
     let dir = temp_dir()?;
     write_cold_files(dir.path(), files)?;
     let opened = match EngineColdTier::open(StdIo::open(dir.path())?, cold_config()) {
@@ -672,24 +668,11 @@ fn check_tiered_image(
             .map(|(log, _)| log)
         }
         Err(_) => {
-            outcome.detected = true;
-            outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth.untouched_count(faults);
+            outcome.refused(truth, faults);
             return Ok(outcome);
         }
     };
-    match opened {
-        Ok(log) => check_records(&log, truth, faults, &mut outcome),
-        Err(EngineError::Unformatted) => {
-            outcome.reformat = true;
-            outcome.first_loss = Some("a formatted pool was taken for blank".to_owned());
-        }
-        Err(_) => {
-            outcome.detected = true;
-            outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth.untouched_count(faults);
-        }
-    }
+    outcome.opened(opened, truth, faults);
     Ok(outcome)
 }
 
@@ -704,6 +687,41 @@ struct SetOutcome {
     untouched: u64,
     untouched_readable: u64,
     first_loss: Option<String>,
+}
+
+impl SetOutcome {
+    /// `verify` of the image: damage it reports counts as detected.
+    fn verify(&mut self, image: &[u8]) {
+        match pstream_engine::verify(&SimPmem::from_image(image.to_vec())) {
+            Ok(report) if report.is_clean() => {}
+            Ok(_) | Err(EngineError::Corruption { .. }) => self.detected = true,
+            Err(_) => {}
+        }
+    }
+
+    /// The store refused to open with a typed error: detected; nothing is readable.
+    fn refused(&mut self, truth: &Truth, faults: &[PlacedFault]) {
+        self.detected = true;
+        self.checked = truth.records.len() as u64;
+        self.untouched = truth.untouched_count(faults);
+    }
+
+    /// The verdict on an engine open: records checked, a blank answer, or a refusal.
+    fn opened<P: Pmem, C: pstream_engine::ColdTier>(
+        &mut self,
+        opened: Result<Log<P, C>, EngineError>,
+        truth: &Truth,
+        faults: &[PlacedFault],
+    ) {
+        match opened {
+            Ok(log) => check_records(&log, truth, faults, self),
+            Err(EngineError::Unformatted) => {
+                self.reformat = true;
+                self.first_loss = Some("a formatted pool was taken for blank".to_owned());
+            }
+            Err(_) => self.refused(truth, faults),
+        }
+    }
 }
 
 /// Compares the records a store serves with `truth`.
@@ -763,23 +781,9 @@ fn check_records<P: Pmem, C: pstream_engine::ColdTier>(
 
 fn check_engine_image(image: Vec<u8>, truth: &Truth, faults: &[PlacedFault]) -> SetOutcome {
     let mut outcome = SetOutcome::default();
-    match pstream_engine::verify(&SimPmem::from_image(image.clone())) {
-        Ok(report) if report.is_clean() => {}
-        Ok(_) | Err(EngineError::Corruption { .. }) => outcome.detected = true,
-        Err(_) => {}
-    }
-    match Log::open(SimPmem::from_image(image), OpenOptions { lane_count: 2 }) {
-        Ok((log, _report)) => check_records(&log, truth, faults, &mut outcome),
-        Err(EngineError::Unformatted) => {
-            outcome.reformat = true;
-            outcome.first_loss = Some("a formatted pool was taken for blank".to_owned());
-        }
-        Err(_) => {
-            outcome.detected = true;
-            outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth.untouched_count(faults);
-        }
-    }
+    outcome.verify(&image);
+    let opened = Log::open(SimPmem::from_image(image), OpenOptions { lane_count: 2 });
+    outcome.opened(opened.map(|(log, _)| log), truth, faults);
     outcome
 }
 
@@ -794,9 +798,7 @@ fn check_agent_image(image: Vec<u8>, truth: &Truth, faults: &[PlacedFault]) -> S
         }
         Ok((agent, _report)) => check_records(agent.engine(), truth, faults, &mut outcome),
         Err(_) => {
-            outcome.detected = true;
-            outcome.checked = truth.records.len() as u64;
-            outcome.untouched = truth.untouched_count(faults);
+            outcome.refused(truth, faults);
         }
     }
     outcome
