@@ -523,15 +523,16 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                 record_count,
             } => self.receive_sealed(inner, peer, bundle, *stream, descriptor, *record_count),
             Envelope::StreamDeleted { bundle, stream } => {
-                let engine_id = inner
-                    .state
-                    .bundles
-                    .get(bundle)
-                    .and_then(|b| b.streams.get(&stream.0))
-                    .map(|m| m.engine_id);
-                let Some(engine_id) = engine_id else {
+                let Some(mirror) = inner.state.bundles.get(bundle) else {
                     return Ok(false);
                 };
+                let engine_id = mirror.streams.get(&stream.0).map(|m| m.engine_id);
+                if engine_id.is_none() && mirror.deleted_streams.contains(&stream.0) {
+                    return Ok(false); // told before
+                }
+                // Recorded even for a stream this agent holds no copy of yet (as
+                // `plan_receive` assumes): its late records are then ignored, never a new
+                // copy of a deleted stream.
                 self.commit(
                     inner,
                     Change::StreamDeleted {
@@ -539,8 +540,10 @@ impl<P: Pmem, C: ColdTier> Agent<P, C> {
                         stream: stream.0,
                     },
                 )?;
-                if let Err(error) = self.log.delete_stream(StreamId(engine_id)) {
-                    tracing::warn!(%error, "cannot delete a mirrored stream; open removes it");
+                if let Some(engine_id) = engine_id {
+                    if let Err(error) = self.log.delete_stream(StreamId(engine_id)) {
+                        tracing::warn!(%error, "cannot delete a mirrored stream; open removes it");
+                    }
                 }
                 Ok(true)
             }

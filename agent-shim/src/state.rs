@@ -286,6 +286,11 @@ impl State {
                 let state = self.bundle_mut(bundle)?;
                 if mirror {
                     state.deleted_streams.insert(*stream);
+                    if !state.streams.contains_key(stream) {
+                        // A mirror learns of a deletion before (or without) any record of
+                        // the stream: it remembers it, so late records are ignored.
+                        return Ok(());
+                    }
                 }
                 let meta = state
                     .streams
