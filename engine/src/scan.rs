@@ -242,17 +242,15 @@ fn open_tail_damage<P: Pmem>(
     };
     let written_end = pos + last_nonzero as u64 + 1;
     let first_valid_past = |limit| next_valid_record(pmem, base, pos, limit, end, key);
+    // Every row's damage is the record at `pos`; the last written byte proves it.
+    let damage = |next, why| {
+        let data_at = written_end - 1;
+        not_torn(pmem, base, segment, pos, end, key, next, data_at, why)
+    };
     if written_end > torn_end {
         // O2: bytes no write in flight could have reached.
-        return Some(not_torn(
-            pmem,
-            base,
-            segment,
-            pos,
-            end,
-            key,
+        return Some(damage(
             first_valid_past(end),
-            written_end - 1,
             "invalid record followed by data past any write in flight",
         ));
     }
@@ -260,15 +258,8 @@ fn open_tail_damage<P: Pmem>(
         let record_end = pos + record::record_size_bytes(header.payload_len as usize) as u64;
         if !header.batch_more && written_end > record_end {
             // O3: the damaged record ended its write, and a later write followed it.
-            return Some(not_torn(
-                pmem,
-                base,
-                segment,
-                pos,
-                end,
-                key,
+            return Some(damage(
                 first_valid_past(end),
-                written_end - 1,
                 "record with a damaged payload followed by a later write",
             ));
         }
@@ -278,15 +269,8 @@ fn open_tail_damage<P: Pmem>(
     while let Some((at, header)) = next_valid_record(pmem, base, from, written_end, end, key) {
         let record_end = at + record::record_size_bytes(header.payload_len as usize) as u64;
         if !header.batch_more && written_end > record_end {
-            return Some(not_torn(
-                pmem,
-                base,
-                segment,
-                pos,
-                end,
-                key,
+            return Some(damage(
                 Some((at, header)),
-                written_end - 1,
                 "invalid record followed by a complete write and a later one",
             ));
         }
