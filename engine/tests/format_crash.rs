@@ -9,20 +9,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pmem_emul::SimPmem;
-use pstream_engine::{probe, Log, LogConfig, OpenOptions, Probe};
+use pstream_crashtest::kit::{options, small_config};
+use pstream_engine::{probe, Log, Probe};
 
 const POOL_BYTES: usize = 256 * 1024;
-
-fn config() -> LogConfig {
-    LogConfig {
-        segment_size_bytes: 16 * 1024,
-        stream_slot_count: 16,
-    }
-}
-
-fn options() -> OpenOptions {
-    OpenOptions { lane_count: 1 }
-}
 
 #[derive(Default)]
 struct Tally {
@@ -40,7 +30,7 @@ fn check_image(image: &[u8], fence: Option<u64>, tally: &mut Tally) {
     match probe(&sim) {
         Ok(Probe::Blank { .. }) => {
             tally.blank += 1;
-            if let Err(error) = Log::create(sim, config(), options()) {
+            if let Err(error) = Log::create(sim, small_config(), options(1)) {
                 tally.failures.push(format!(
                     "fence {fence:?}: blank image does not format: {error}"
                 ));
@@ -48,7 +38,7 @@ fn check_image(image: &[u8], fence: Option<u64>, tally: &mut Tally) {
         }
         Ok(Probe::Formatted { .. }) => {
             tally.formatted += 1;
-            match Log::open(sim, options()) {
+            match Log::open(sim, options(1)) {
                 Ok((log, _)) if log.list_streams().is_empty() => {
                     if probe(log.pmem()).ok()
                         != Some(Probe::Formatted {
@@ -87,7 +77,7 @@ fn format_under_crashes(start: Vec<u8>, seed: u64) -> Tally {
             ControlFlow::Continue(())
         });
     })));
-    let log = Log::create(sim, config(), options()).expect("create");
+    let log = Log::create(sim, small_config(), options(1)).expect("create");
     let sim = log.close();
     sim.set_fence_hook(None);
     let done = sim.persisted_image();
@@ -125,7 +115,7 @@ fn a_format_interrupted_and_run_again_is_crash_safe_too() {
             });
         }
     })));
-    Log::create(sim, config(), options()).expect("create");
+    Log::create(sim, small_config(), options(1)).expect("create");
     let interrupted = first.lock().take().expect("a second fence");
     assert_eq!(
         probe(&SimPmem::from_image(interrupted.clone())).unwrap(),
