@@ -11,7 +11,7 @@ use pstream_agent::{
     Agent, AgentError, BundleRef, Metadata, MetadataFault, StreamDefaults, StreamNo, StreamSpec,
     DATA_STREAM_LABEL, SYS_STREAM_LABEL,
 };
-use pstream_engine::{EngineError, Location, Log};
+use pstream_engine::{EngineError, Location, Log, StreamId};
 
 const STREAM_COUNT: u64 = 3;
 const RECORDS_PER_STREAM: u64 = 4;
@@ -143,12 +143,7 @@ fn a_pool_with_both_superblock_copies_damaged_is_an_error_and_is_not_written() {
 fn a_missing_system_stream_under_data_streams_is_refused_and_deletes_nothing() {
     let image = populated().close().persisted_image();
     let (log, _) = Log::open(SimPmem::from_image(image), config().open).expect("engine");
-    let sys = log
-        .list_streams()
-        .into_iter()
-        .find(|s| s.label == SYS_STREAM_LABEL)
-        .expect("system stream")
-        .id;
+    let sys = system_stream(&log);
     log.delete_stream(sys).expect("delete");
     let image = log.close().persisted_image();
     let result = Agent::open_or_create(SimPmem::from_image(image.clone()), "x.example", config());
@@ -170,12 +165,7 @@ fn a_missing_system_stream_under_data_streams_is_refused_and_deletes_nothing() {
 fn an_emptied_system_stream_is_refused_not_initialized() {
     let image = populated().close().persisted_image();
     let (log, _) = Log::open(SimPmem::from_image(image), config().open).expect("engine");
-    let sys = log
-        .list_streams()
-        .into_iter()
-        .find(|s| s.label == SYS_STREAM_LABEL)
-        .expect("system stream")
-        .id;
+    let sys = system_stream(&log);
     let (_, next_seq) = log.bounds(sys).expect("bounds");
     log.trim(sys, next_seq).expect("trim");
     let image = log.close().persisted_image();
@@ -193,15 +183,19 @@ fn an_emptied_system_stream_is_refused_not_initialized() {
     assert_eq!(data_stream_count(&image), STREAM_COUNT as usize);
 }
 
-/// Replaces the system stream of `image` by one holding `sys_records`.
-fn with_system_records(image: Vec<u8>, sys_records: &[Vec<u8>]) -> Vec<u8> {
-    let (log, _) = Log::open(SimPmem::from_image(image), config().open).expect("engine");
-    let sys = log
-        .list_streams()
+/// The engine id of the agent's system stream.
+fn system_stream(log: &Log<SimPmem>) -> StreamId {
+    log.list_streams()
         .into_iter()
         .find(|s| s.label == SYS_STREAM_LABEL)
         .expect("system stream")
-        .id;
+        .id
+}
+
+/// Replaces the system stream of `image` by one holding `sys_records`.
+fn with_system_records(image: Vec<u8>, sys_records: &[Vec<u8>]) -> Vec<u8> {
+    let (log, _) = Log::open(SimPmem::from_image(image), config().open).expect("engine");
+    let sys = system_stream(&log);
     log.delete_stream(sys).expect("delete");
     let sys = log.create_stream(SYS_STREAM_LABEL).expect("create");
     for record in sys_records {
@@ -212,12 +206,7 @@ fn with_system_records(image: Vec<u8>, sys_records: &[Vec<u8>]) -> Vec<u8> {
 
 fn system_records(agent: &Agent<SimPmem>) -> Vec<Vec<u8>> {
     let log = agent.engine();
-    let sys = log
-        .list_streams()
-        .into_iter()
-        .find(|s| s.label == SYS_STREAM_LABEL)
-        .expect("system stream")
-        .id;
+    let sys = system_stream(log);
     log.iter(sys, 0)
         .expect("iter")
         .map(|r| r.expect("record").payload().to_vec())

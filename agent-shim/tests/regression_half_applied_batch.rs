@@ -10,7 +10,7 @@ mod common;
 use common::{config, user, POOL_BYTES};
 use pmem_emul::SimPmem;
 use pstream_agent::{
-    Address, Agent, AgentError, BundleRef, Envelope, Metadata, PageLimit, StreamDescriptor,
+    Address, Agent, AgentError, BundleRef, Caller, Envelope, Metadata, PageLimit, StreamDescriptor,
     StreamKind, StreamNo, StreamPolicy,
 };
 
@@ -33,8 +33,9 @@ fn descriptor() -> StreamDescriptor {
     }
 }
 
-#[test]
-fn a_refused_batch_changes_nothing() {
+/// Agent b.example with user bob, who accepted alice@a.example's bundle `f` (a mirror
+/// here, with no stream yet).
+fn bob_mirrors_alices_bundle() -> (Agent<SimPmem>, Caller, BundleRef) {
     let b = Agent::create(SimPmem::new(POOL_BYTES), "b.example", config()).expect("create");
     b.add_user("bob").expect("bob");
     let bob = user("bob");
@@ -47,6 +48,12 @@ fn a_refused_batch_changes_nothing() {
     };
     b.receive("a.example", &[invite]).expect("invite");
     b.respond(&bob, &bundle, true).expect("accept");
+    (b, bob, bundle)
+}
+
+#[test]
+fn a_refused_batch_changes_nothing() {
+    let (b, bob, bundle) = bob_mirrors_alices_bundle();
     let sealed = |count| Envelope::Sealed {
         bundle: bundle.clone(),
         stream: StreamNo(0),
@@ -125,18 +132,7 @@ fn a_refused_batch_changes_nothing() {
 /// remembers a deletion of a stream it never held, durably, so the plan and the apply agree.
 #[test]
 fn a_deletion_before_any_record_is_remembered_and_later_records_are_ignored() {
-    let b = Agent::create(SimPmem::new(POOL_BYTES), "b.example", config()).expect("create");
-    b.add_user("bob").expect("bob");
-    let bob = user("bob");
-    let bundle =
-        BundleRef::new(&Address::parse("alice@a.example").expect("valid"), "f").expect("valid");
-    let invite = Envelope::Invite {
-        bundle: bundle.clone(),
-        recipient: Address::parse("bob@b.example").expect("valid"),
-        metadata: Metadata::new(),
-    };
-    b.receive("a.example", &[invite]).expect("invite");
-    b.respond(&bob, &bundle, true).expect("accept");
+    let (b, bob, bundle) = bob_mirrors_alices_bundle();
     let batch = vec![
         Envelope::StreamDeleted {
             bundle: bundle.clone(),
